@@ -1,0 +1,90 @@
+"""Runbook, Daily Tasks: "Verify backup completion" — restore a backup and prove it is good."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from tasks.backups.base import RestoreRequest
+from tasks.backups.operations import build_engine, restore_to_directory, select_backup
+from tasks.errors import RunbookError
+from tasks.notify import emit_flow_failure
+from tasks.postgres import with_port
+from tasks.reports import CheckResult, first_failure, publish_markdown
+from tasks.scratch import plan_scratch_cluster, remove_scratch_cluster, start_and_promote
+from tasks.settings import load_settings
+from tasks.verification import (
+    VerificationReport,
+    record_restore_measurement,
+    verify_restored_cluster,
+)
+
+
+class VerificationFailed(RunbookError):
+    """A verification check failed; the message names it."""
+
+
+@flow(name="verify-backup", persist_result=True, on_failure=[emit_flow_failure])
+def verify_backup(backup_label: str | None = None) -> VerificationReport:
+    """Restore a backup (the newest, or ``backup_label``) beside live and verify it.
+
+    The scratch cluster never archives into the live repository and is always removed.
+    Fails, naming the check, when any check fails.
+    """
+    logger = get_run_logger()
+    settings = load_settings()
+    engine = build_engine(settings)
+    live = settings.live_dsn()
+    backup = select_backup(engine, backup_label)
+    scratch = plan_scratch_cluster(settings, "verify")
+    report = VerificationReport(backup_label=backup.label, backup_kind=backup.kind.value, checks=[])
+    phase = "restore"
+    try:
+        restored = restore_to_directory(
+            engine, RestoreRequest(backup_label=backup.label, destination=str(scratch.data_dir))
+        )
+        report.restore_seconds, report.bytes_restored = restored.seconds, restored.bytes_restored
+        report.checks.append(
+            CheckResult(
+                name="restore",
+                status="ok",
+                seconds=restored.seconds,
+                detail=f"{restored.bytes_restored / 1e6:.1f} MB",
+            )
+        )
+        phase = "promote"
+        report.promote_seconds = start_and_promote(
+            scratch, live, settings.backup.recovery_deadline_s
+        )
+        report.checks.append(
+            CheckResult(
+                name="promote",
+                status="ok",
+                seconds=report.promote_seconds,
+                detail="pg_is_in_recovery() is false",
+            )
+        )
+        report.checks += verify_restored_cluster(
+            with_port(live, scratch.port),
+            live,
+            scratch.cluster().log_file,
+            settings.postgres.tables,
+            settings.postgres.row_count_tolerance,
+        )
+    except RunbookError as exc:
+        report.checks.append(
+            CheckResult(name=phase, status="fail", detail=exc.message, hint=exc.hint)
+        )
+    finally:
+        remove_scratch_cluster(scratch)
+        report.scratch_removed = not scratch.root.exists()
+
+    publish_markdown("verify-backup-report", report.markdown(), description=report.summary())
+    logger.info("%s", report.summary())
+    failed = first_failure(report.checks)
+    if failed is not None:
+        raise VerificationFailed(
+            f"verify-backup failed: check {failed.name!r}: {failed.detail}", hint=failed.hint
+        )
+    record_restore_measurement(report)
+    return report

@@ -1,0 +1,1 @@
+"""Backup engines: one contract (``base``), one module per engine."""

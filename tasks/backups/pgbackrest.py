@@ -1,0 +1,285 @@
+"""pgBackRest engine: drives the ``pgbackrest`` CLI (``--output=json`` where it exists).
+
+The restorable window's ``latest`` end is the commit time of the last COMMIT record in archived
+WAL: the newest archived segment is fetched with ``archive-get`` (which works for posix and S3
+repositories alike, and decompresses) and read with ``pg_waldump``; if that segment holds no
+commit, the segments before it are read, up to ``WALDUMP_SEGMENTS_BACK``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.backups.base import (
+    BackupEngine,
+    BackupError,
+    BackupInfo,
+    BackupKind,
+    RecoveryTarget,
+    RepositoryCheck,
+    RepositoryUnreachable,
+    RestoreRequest,
+    RestoreResult,
+    RestoreWindow,
+)
+from tasks.cluster import is_data_directory, make_owned_dir
+from tasks.errors import RefusedError
+from tasks.process import CommandError, CommandFailed, effective_user, require_tool, run_command
+
+INSTALL_HINT = "install pgBackRest (apt-get install pgbackrest) and put it on PATH"
+WALDUMP_SEGMENTS_BACK = 16
+SEGMENTS_PER_XLOGID = 0x100  # 16 MiB segments, the default and what the sandbox uses
+# Error codes (pgBackRest's build/error/error.yaml) that mean "cannot reach the repository".
+UNREACHABLE_CODES = {39, 41, 46, 49, 55, 103, 104}
+_ERROR_RE = re.compile(r"ERROR: \[(\d+)\]: (.*)", re.DOTALL)
+_COMMIT_RE = re.compile(r"desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
+
+
+class PgBackRest(BackupEngine):
+    """One stanza of one pgBackRest repository, run as ``os_user`` when we are root."""
+
+    name = "pgbackrest"
+
+    def __init__(
+        self,
+        *,
+        stanza: str,
+        config: Path | None,
+        bin_dir: Path,
+        os_user: str | None = "postgres",
+        process_max: int = 2,
+        command_deadline_s: float = 300,
+        backup_deadline_s: float = 6 * 3600,
+        restore_deadline_s: float = 3600,
+    ) -> None:
+        self.stanza = stanza
+        self.config = config
+        self.bin_dir = bin_dir
+        self.os_user = effective_user(os_user)
+        self.process_max = process_max
+        self.command_deadline_s = command_deadline_s
+        self.backup_deadline_s = backup_deadline_s
+        self.restore_deadline_s = restore_deadline_s
+
+    def __repr__(self) -> str:
+        return f"PgBackRest(stanza={self.stanza!r}, config={str(self.config)!r})"
+
+    # -- running the CLI -------------------------------------------------------------------------
+
+    def command(self, *args: str | Path) -> list[str]:
+        """The full argv for a pgBackRest command on this stanza (for logs and benchmarks)."""
+        binary = require_tool("pgbackrest", hint=INSTALL_HINT)
+        config = [f"--config={self.config}"] if self.config else []
+        return [binary, *config, f"--stanza={self.stanza}", *map(str, args)]
+
+    def _run(self, *args: str | Path, timeout: float, what: str) -> str:
+        try:
+            return run_command(
+                self.command(*args), timeout=timeout, user=self.os_user, what=what
+            ).stdout
+        except CommandFailed as exc:
+            raise _backup_error(what, exc) from None
+
+    def info(self) -> dict[str, Any]:
+        """The stanza's ``pgbackrest info --output=json`` record."""
+        out = self._run(
+            "info", "--output=json", timeout=self.command_deadline_s, what="pgBackRest info"
+        )
+        stanzas = json.loads(out)
+        record: dict[str, Any] = stanzas[0] if stanzas else {}
+        status = record.get("status", {})
+        if status.get("code") not in (0, 2):  # 2: "no valid backups", still a reachable stanza
+            raise RepositoryUnreachable(
+                f"pgBackRest stanza {self.stanza!r}: {status.get('message', 'no status')}",
+                hint="check the repository path or bucket, and that stanza-create has run",
+                code=status.get("code"),
+            )
+        return record
+
+    # -- the contract ----------------------------------------------------------------------------
+
+    def list_backups(self) -> list[BackupInfo]:
+        return [_backup_info(raw) for raw in self.info().get("backup", [])]
+
+    def restorable_window(self) -> RestoreWindow:
+        record = self.info()
+        backups = [_backup_info(raw) for raw in record.get("backup", [])]
+        if not backups:
+            raise BackupError(
+                f"stanza {self.stanza!r} has no backups, so nothing is restorable",
+                hint="take a full backup first",
+            )
+        archives = record.get("archive", [])
+        newest = archives[-1].get("max") if archives else None
+        return RestoreWindow(
+            # info gives whole seconds: the next second is the first target surely past the
+            # backup's consistency point.
+            earliest=datetime.fromtimestamp(backups[0].stopped_at.timestamp() + 1, UTC),
+            latest=self.last_archived_commit(newest, floor=archives[-1].get("min"))
+            if newest
+            else None,
+            oldest_backup=backups[0].label,
+            newest_wal_segment=newest,
+        )
+
+    def take_backup(self, kind: BackupKind) -> BackupInfo:
+        before = {b.label for b in self.list_backups()}
+        self._run(
+            "backup",
+            f"--type={kind.value}",
+            f"--process-max={self.process_max}",
+            timeout=self.backup_deadline_s,
+            what=f"pgBackRest {kind.value} backup",
+        )
+        new = [b for b in self.list_backups() if b.label not in before]
+        if not new:
+            raise BackupError("pgBackRest reported success but listed no new backup")
+        return new[-1]
+
+    def verify_repository(self, label: str | None = None) -> RepositoryCheck:
+        args = ["verify", "--output=text", "--verbose"]
+        if label:
+            args.append(f"--set={label}")
+        try:
+            out = self._run(*args, timeout=self.restore_deadline_s, what="pgBackRest verify")
+        except BackupError as exc:
+            if isinstance(exc, RepositoryUnreachable):
+                raise
+            return RepositoryCheck(ok=False, detail=exc.message)
+        return RepositoryCheck(ok=True, detail=out.strip()[-500:] or "ok")
+
+    def restore(self, request: RestoreRequest) -> RestoreResult:
+        destination = Path(request.destination)
+        check_restore_destination(destination)
+        backup = self.find_backup(request.backup_label)
+        make_owned_dir(destination, self.os_user)
+        args = [
+            "restore",
+            f"--pg1-path={destination}",
+            f"--set={backup.label}",
+            f"--process-max={self.process_max}",
+            *_target_options(request.target),
+        ]
+        if not request.archive_into_repository:
+            args.append("--archive-mode=off")
+        started = datetime.now(UTC)
+        self._run(*args, timeout=self.restore_deadline_s, what="pgBackRest restore")
+        return RestoreResult(
+            backup_label=backup.label,
+            destination=str(destination),
+            seconds=(datetime.now(UTC) - started).total_seconds(),
+            bytes_restored=backup.size_bytes,
+        )
+
+    # -- WAL -------------------------------------------------------------------------------------
+
+    def last_archived_commit(
+        self, newest_segment: str, floor: str | None = None
+    ) -> datetime | None:
+        """Commit time of the last COMMIT in the newest archived segments (None if none found)."""
+        waldump = self.bin_dir / "pg_waldump"
+        scratch = Path(tempfile.mkdtemp(prefix="runbook-wal-"))
+        try:
+            make_owned_dir(scratch, self.os_user)
+            segment: str | None = newest_segment
+            for _ in range(WALDUMP_SEGMENTS_BACK):
+                if segment is None or (floor is not None and segment < floor):
+                    break
+                path = scratch / segment
+                self._run(
+                    "archive-get",
+                    segment,
+                    path,
+                    timeout=self.command_deadline_s,
+                    what="pgBackRest archive-get",
+                )
+                dump = run_command(
+                    [waldump, path],
+                    timeout=self.command_deadline_s,
+                    user=self.os_user,
+                    env={"TZ": "UTC"},
+                    check=False,
+                    what="pg_waldump",
+                )
+                path.unlink(missing_ok=True)
+                # pg_waldump exits non-zero at the end of a partly filled segment; the records
+                # before that point are still valid output.
+                commits = _COMMIT_RE.findall(dump.stdout)
+                if commits:
+                    return datetime.fromisoformat(commits[-1]).replace(tzinfo=UTC)
+                segment = previous_segment(segment)
+            return None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def check_restore_destination(destination: Path) -> None:
+    """Refuse anything but a new or empty directory; never delete what is there."""
+    if is_data_directory(destination):
+        raise RefusedError(
+            f"{destination} is a PostgreSQL data directory; refusing to restore over it",
+            hint="restore into a new, empty directory",
+        )
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise RefusedError(
+            f"restore destination {destination} is not empty; refusing to touch it",
+            hint="choose a new directory, or empty this one yourself after checking its contents",
+        )
+
+
+def previous_segment(segment: str) -> str | None:
+    """The WAL segment name before ``segment`` on the same timeline (None at the very start)."""
+    timeline, log, seg = segment[:8], int(segment[8:16], 16), int(segment[16:24], 16)
+    number = log * SEGMENTS_PER_XLOGID + seg - 1
+    if number < 0:
+        return None
+    return f"{timeline}{number // SEGMENTS_PER_XLOGID:08X}{number % SEGMENTS_PER_XLOGID:08X}"
+
+
+def _target_options(target: RecoveryTarget) -> list[str]:
+    if target.type == "immediate":
+        return ["--type=immediate", "--target-action=promote"]
+    options = [f"--type={target.type}", f"--target={target.value}", "--target-action=promote"]
+    if not target.inclusive:
+        options.append("--target-exclusive")
+    return options
+
+
+def _backup_info(raw: dict[str, Any]) -> BackupInfo:
+    wal_start = (raw.get("archive") or {}).get("start")
+    return BackupInfo(
+        label=raw["label"],
+        kind=BackupKind(raw["type"]),
+        started_at=datetime.fromtimestamp(raw["timestamp"]["start"], UTC),
+        stopped_at=datetime.fromtimestamp(raw["timestamp"]["stop"], UTC),
+        size_bytes=raw["info"]["size"],
+        repo_size_bytes=raw["info"]["repository"]["delta"],
+        wal_start=wal_start,
+        wal_stop=(raw.get("archive") or {}).get("stop"),
+        lsn_start=(raw.get("lsn") or {}).get("start"),
+        lsn_stop=(raw.get("lsn") or {}).get("stop"),
+        timeline=int(wal_start[:8], 16) if wal_start else None,
+        prior=raw.get("prior"),
+    )
+
+
+def _backup_error(what: str, exc: CommandError) -> BackupError:
+    """Turn a failed pgBackRest command into a typed error carrying its code and message."""
+    output = exc.output if isinstance(exc, CommandFailed) else exc.message
+    match = _ERROR_RE.search(output)
+    code = int(match.group(1)) if match else None
+    detail = " ".join((match.group(2) if match else output).split())
+    cls = RepositoryUnreachable if code in UNREACHABLE_CODES else BackupError
+    return cls(f"{what} failed: {detail}", code=code, hint=_hint(code))
+
+
+def _hint(code: int | None) -> str:
+    if code in UNREACHABLE_CODES:
+        return "check the repository (path, bucket, credentials, network) and pgbackrest.conf"
+    return "read pgBackRest's message above and its log for details"

@@ -1,0 +1,94 @@
+"""Results people read: check results, and Prefect artifacts (markdown, table, progress).
+
+Artifact keys are lowercase letters, digits and dashes only (a Prefect rule).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Literal
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.context import FlowRunContext
+from pydantic import BaseModel
+
+Status = Literal["ok", "warn", "fail", "skipped"]
+_KEY_RE = re.compile(r"^[a-z0-9-]+$")
+
+
+class CheckResult(BaseModel):
+    """One check: what was checked, how it went, the figure it found, and what to do."""
+
+    name: str
+    status: Status
+    detail: str = ""
+    hint: str = ""
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "fail"
+
+
+def first_failure(checks: Iterable[CheckResult]) -> CheckResult | None:
+    return next((c for c in checks if c.failed), None)
+
+
+def checks_table(checks: Sequence[CheckResult]) -> str:
+    lines = ["| check | status | detail | hint | seconds |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {c.name} | {c.status} | {_cell(c.detail)} | {_cell(c.hint)} | {c.seconds:.2f} |"
+        for c in checks
+    ]
+    return "\n".join(lines)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(str(v)) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _in_flow_run() -> bool:
+    return FlowRunContext.get() is not None
+
+
+def publish_markdown(key: str, markdown: str, description: str) -> None:
+    """A markdown artifact under ``key`` (only inside a flow run; elsewhere nothing)."""
+    if _in_flow_run():
+        create_markdown_artifact(markdown=markdown, key=_checked(key), description=description)
+
+
+def publish_table(key: str, rows: list[dict[str, object]], description: str) -> None:
+    if _in_flow_run():
+        create_table_artifact(table=rows, key=_checked(key), description=description)
+
+
+class Progress:
+    """A progress artifact plus a log line per phase, for long-running steps."""
+
+    def __init__(self, description: str) -> None:
+        self._id: UUID | None = None
+        if _in_flow_run():
+            self._id = create_progress_artifact(progress=0.0, description=description)  # type: ignore[assignment]
+
+    def update(self, percent: float) -> None:
+        if self._id is not None:
+            update_progress_artifact(artifact_id=self._id, progress=max(0.0, min(100.0, percent)))
+
+
+def _checked(key: str) -> str:
+    if not _KEY_RE.match(key):
+        raise ValueError(f"artifact key {key!r} must be lowercase letters, digits and dashes")
+    return key

@@ -1,0 +1,59 @@
+"""The retry policy: which errors are worth retrying, with how many tries and what backoff.
+
+Only errors that say they are transient (``RunbookError.transient``: an unreachable server or
+repository) and transport-level HTTP errors are retried, and only by tasks whose work is
+idempotent. Everything else fails at once, with its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import httpx
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from prefect.tasks import exponential_backoff
+
+from tasks.errors import RunbookError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    if isinstance(exc, RunbookError):
+        return exc.transient
+    return isinstance(exc, httpx.TransportError)
+
+
+def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """``retry_condition_fn`` for Prefect: retry only transient failures."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - the state's own exception, inspected only
+        return is_transient(exc)
+    return False
+
+
+def ops_task(name: str, *, retries: int = 0, timeout_s: float | None = None) -> Callable[[F], F]:
+    """Decorate an operations step as a Prefect task.
+
+    No caching (every call does real work on live systems); retries, when asked for, are
+    bounded, backed off exponentially from 2 s, jittered, and only on transient errors.
+    """
+
+    options: dict[str, Any] = {"name": name, "cache_policy": NO_CACHE, "timeout_seconds": timeout_s}
+    if retries:
+        options.update(
+            retries=retries,
+            retry_delay_seconds=exponential_backoff(backoff_factor=2),
+            retry_jitter_factor=0.5,
+            retry_condition_fn=retry_transient,
+        )
+
+    def decorate(fn: F) -> F:
+        return cast(F, task(fn, **options))
+
+    return decorate
