@@ -9,11 +9,12 @@ module.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
@@ -118,7 +119,9 @@ def run_table_suite(dsn: SecretStr, tables: list[TableCheck]) -> SuiteOutcome:
     if not tables:
         return SuiteOutcome(success=True, outcomes=[])
     password = urlsplit(dsn.get_secret_value()).password or ""
-    secrets = {password, unquote(password)} - {""}
+    # Fully percent-encoded, so GX's config substitution finds no "$" or backslash in it.
+    encoded = quote(unquote(password), safe="")
+    secrets = {password, unquote(password), encoded} - {""}
     connection_strings = {
         schema: _connection_string(dsn.get_secret_value(), schema)
         for schema in {_split_name(name)[0] for name in names}
@@ -130,7 +133,7 @@ def run_table_suite(dsn: SecretStr, tables: list[TableCheck]) -> SuiteOutcome:
 
     # Logs each connection string (with the password placeholder) at INFO.
     logging.getLogger("great_expectations.datasource.fluent.config_str").setLevel(logging.WARNING)
-    context = gx.get_context(mode="ephemeral", runtime_environment={_PASSWORD_VARIABLE: password})
+    context = gx.get_context(mode="ephemeral", runtime_environment={_PASSWORD_VARIABLE: encoded})
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     datasources: dict[str | None, PostgresDatasource] = {}
     outcomes: list[ExpectationOutcome] = []
@@ -246,7 +249,7 @@ def _observed(kind: str, result: dict[str, Any]) -> str:
         return _count(result.get("observed_value"), "row")
     rows = result.get("element_count")
     unexpected = result.get("unexpected_count")
-    noun = {"expect_column_values_to_not_be_null": "null"}.get(kind, "duplicate")
+    noun = "null" if kind == "expect_column_values_to_not_be_null" else "duplicate"
     return f"{_count(unexpected, noun)} in {_count(rows, 'row')}"
 
 
@@ -260,10 +263,10 @@ def _raised_message(exception_info: dict[str, Any] | None) -> str | None:
 
     GX reports it either flat or keyed by the metric that failed.
     """
-    infos = [exception_info or {}, *(exception_info or {}).values()]
-    for info in infos:
-        if isinstance(info, dict) and info.get("raised_exception"):
-            return str(info.get("exception_message"))
+    info = exception_info or {}
+    for entry in (info, *info.values()):
+        if isinstance(entry, dict) and entry.get("raised_exception"):
+            return str(entry.get("exception_message"))
     return None
 
 
@@ -276,8 +279,6 @@ def _redact(text: str, secrets: set[str]) -> str:
 
 def _close(datasource: PostgresDatasource) -> None:
     """Close the connections GX pooled, so none outlives the run."""
-    try:
+    with contextlib.suppress(Exception):  # best effort: the run's outcome stands
         datasource.get_execution_engine().close()
         datasource.get_engine().dispose()
-    except Exception:  # noqa: BLE001, S110 - best effort; the run's outcome stands
-        pass

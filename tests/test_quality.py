@@ -8,6 +8,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
@@ -107,8 +108,9 @@ def cluster() -> Iterator[Cluster]:
 
 
 def test_clean_tables_pass_with_one_outcome_per_expectation(
-    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+    cluster: Cluster, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     tables = [
         TableCheck(name="orders", min_rows=5, max_rows=5),
         TableCheck(name="sales.invoices", key_columns=["id", "number"]),
@@ -133,7 +135,8 @@ def test_clean_tables_pass_with_one_outcome_per_expectation(
         "0 duplicates in 5 rows",
         "5 rows",
     ]
-    assert capsys.readouterr() == ("", "")
+    assert capsys.readouterr() == ("", "")  # no progress bars, no connection string
+    assert f"127.0.0.1:{cluster.port}" not in caplog.text
 
 
 def test_null_and_duplicate_keys_fail_naming_table_and_column(cluster: Cluster) -> None:
@@ -212,3 +215,15 @@ def test_unsafe_table_name_is_rejected_before_connecting(name: str) -> None:
 def test_unsafe_key_column_is_rejected() -> None:
     with pytest.raises(ValueError, match="not an identifier"):
         TableCheck(name="orders", key_columns=["id); drop table orders; --"])
+
+
+def test_importing_the_module_does_not_import_great_expectations() -> None:
+    code = "import sys, tasks.quality; print('great_expectations' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"
