@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from tasks.errors import RunbookError
+
 if TYPE_CHECKING:
     from great_expectations.core.expectation_validation_result import (
         ExpectationSuiteValidationResult,
@@ -95,7 +97,7 @@ class SuiteOutcome(BaseModel):
         return [outcome for outcome in self.outcomes if not outcome.success]
 
 
-class DataQualityError(Exception):
+class DataQualityError(RunbookError):
     """GX could not run the checks (database unreachable, table or column missing)."""
 
 

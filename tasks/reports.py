@@ -6,7 +6,8 @@ Artifact keys are lowercase letters, digits and dashes only (a Prefect rule).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 from uuid import UUID
 
@@ -19,22 +20,48 @@ from prefect.artifacts import (
 from prefect.context import FlowRunContext
 from pydantic import BaseModel
 
+from tasks.errors import RunbookError
+
 Status = Literal["ok", "warn", "fail", "skipped"]
 _KEY_RE = re.compile(r"^[a-z0-9-]+$")
 
 
 class CheckResult(BaseModel):
-    """One check: what was checked, how it went, the figure it found, and what to do."""
+    """One check: what was checked, how it went, the figure it found, and what to do.
+
+    ``figure`` is the headline number as people read it ("12 ms", "3.2%"); ``metrics`` keeps
+    the raw numbers (for trends and capacity forecasts); ``hint`` is set whenever status is not ok.
+    """
 
     name: str
     status: Status
+    system: str = ""
+    figure: str = ""
     detail: str = ""
     hint: str = ""
     seconds: float = 0.0
+    metrics: dict[str, float] = {}
 
     @property
     def failed(self) -> bool:
         return self.status == "fail"
+
+
+def timed_check(
+    name: str, run: Callable[[], CheckResult], *, system: str = "", hint: str = ""
+) -> CheckResult:
+    """Run one check; an expected error becomes a failed result naming it, never an exception.
+
+    ``hint`` is used when the error carries none of its own.
+    """
+    started = time.monotonic()
+    try:
+        result = run()
+    except RunbookError as exc:
+        result = CheckResult(name=name, status="fail", detail=exc.message, hint=exc.hint or hint)
+    return result.model_copy(
+        update={"seconds": time.monotonic() - started, "system": result.system or system}
+    )
 
 
 def first_failure(checks: Iterable[CheckResult]) -> CheckResult | None:

@@ -6,8 +6,6 @@ against the live database within a tolerance, and the Great Expectations suite.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,10 +13,9 @@ from prefect.logging import get_run_logger
 from prefect.variables import Variable
 from pydantic import BaseModel, SecretStr
 
-from tasks.errors import RunbookError
 from tasks.postgres import amcheck_btree_indexes, row_counts
-from tasks.quality import DataQualityError, TableCheck, run_table_suite
-from tasks.reports import CheckResult, checks_table, first_failure
+from tasks.quality import TableCheck, run_table_suite
+from tasks.reports import CheckResult, checks_table, first_failure, timed_check
 from tasks.retry import ops_task
 
 CONSISTENT_MARKER = "consistent recovery state reached"
@@ -29,16 +26,6 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
-
-
-def timed_check(name: str, run: Callable[[], CheckResult]) -> CheckResult:
-    """Run one check; an error becomes a failed result naming it, never an exception."""
-    started = time.monotonic()
-    try:
-        result = run()
-    except (RunbookError, DataQualityError) as exc:
-        result = CheckResult(name=name, status="fail", detail=str(exc))
-    return result.model_copy(update={"seconds": time.monotonic() - started})
 
 
 def check_consistency(server_log: str) -> CheckResult:
