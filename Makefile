@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 PG_BIN := /usr/lib/postgresql/15/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest setup system bench-verify clean
+.PHONY: demo test lint typecheck pytest setup system bench-verify bench-daily clean
 
 demo: setup
-	$(BIN)/runbook demo
+	$(BIN)/runbook demo --approve-as "make demo"
 
 test: setup lint typecheck pytest
 
@@ -48,6 +48,9 @@ $(VENV)/.installed: pyproject.toml
 
 bench-verify: setup
 	$(BIN)/python bench/verify_backup.py
+
+bench-daily: setup
+	$(BIN)/python bench/daily.py
 
 clean:
 	-$(BIN)/runbook sandbox down

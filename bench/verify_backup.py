@@ -7,8 +7,9 @@ about 1.5 GB) and one full backup, each pair runs, alternately:
   then ``pg_ctl start`` and a wait until ``pg_is_in_recovery()`` is false, by hand;
 * flow: ``verify_backup(backup_label=...)`` against the sandbox's running Prefect server, in a
   child process (Prefect reads its settings at import); the wall time is taken around the call
-  only, import time is reported apart. The checks (consistency, amcheck, row counts, Great
-  Expectations) also cover the pgbench tables, and their own time is reported apart.
+  only, the child's startup (interpreter, imports) is reported apart. The checks (consistency,
+  amcheck, row counts, Great Expectations) also cover the pgbench tables; their own time is
+  reported apart.
 
 It prints a row per pair, the medians, the ratios flow/bare, restore throughput, and whether
 the target holds: flow time without the checks <= 1.1 x bare + 3 s.
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,10 @@ from tasks.process import effective_user, run_command
 from tasks.settings import SandboxSettings
 
 PROCESS_MAX = 2
-CHECK_NAMES = ("consistency", "amcheck", "row-counts", "expectations")
+PHASES = ("restore", "promote")  # report entries that are phases; every other one is a check
 STATE_FILE = "bench-state.json"
 RESULT_PREFIX = "BENCH-RESULT "
+SPAWNED_AT_ENV = "BENCH_SPAWNED_AT"
 BACKUP_DEADLINE_S = 3600
 RESTORE_DEADLINE_S = 1800
 PROMOTE_DEADLINE_S = 600
@@ -77,6 +79,7 @@ class Prepared:
 class BareRun:
     restore_s: float
     promote_s: float
+    teardown_s: float  # stop and remove: not part of the bare time, shown for comparison
 
     @property
     def total_s(self) -> float:
@@ -89,8 +92,9 @@ class FlowRun:
     restore_s: float
     promote_s: float
     checks_s: float
-    import_s: float
+    startup_s: float  # from spawning the child to the call: interpreter, Prefect, the flow
     bytes_restored: int
+    per_check_s: dict[str, float]
 
     @property
     def without_checks_s(self) -> float:
@@ -132,7 +136,7 @@ def bench_tables(scale: int) -> list[dict[str, Any]]:
 def generate_data(box: Sandbox, scale: int) -> None:
     """``pgbench -i -s scale`` (logged tables) as the postgres OS user, password in the env."""
     parts = urlsplit(live_dsn(box).get_secret_value())
-    argv = [
+    argv: list[str | Path] = [
         box.cluster().bin_dir / "pgbench",
         "-i",
         "-q",
@@ -224,21 +228,28 @@ def run_bare(box: Sandbox, prepared: Prepared, index: int) -> BareRun:
     cluster = LocalCluster(root / "data", free_port(), box.cluster().bin_dir, OS_USER)
     argv = bare_restore_argv(engine_for(box), cluster.data_dir, prepared.label)
     try:
-        started = time.monotonic()
-        run_command(
-            argv, timeout=RESTORE_DEADLINE_S, user=effective_user(OS_USER), what="bare restore"
-        )
-        restored = time.monotonic()
-        cluster.start(timeout=PROMOTE_DEADLINE_S, wait=False, settings={"archive_mode": "off"})
-        wait_until_promoted(
-            with_port(live_dsn(box), cluster.port),
-            deadline_s=PROMOTE_DEADLINE_S,
-            server_alive=cluster.process_alive,
-        )
-        return BareRun(restored - started, time.monotonic() - restored)
+        restore_s, promote_s = restore_and_promote(argv, cluster, live_dsn(box))
     finally:
+        stopping = time.monotonic()
         cluster.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
+    return BareRun(restore_s, promote_s, time.monotonic() - stopping)
+
+
+def restore_and_promote(
+    argv: list[str], cluster: LocalCluster, dsn: SecretStr
+) -> tuple[float, float]:
+    """The bare path proper; returns (restore seconds, start-to-promoted seconds)."""
+    started = time.monotonic()
+    run_command(argv, timeout=RESTORE_DEADLINE_S, user=effective_user(OS_USER), what="bare restore")
+    restored = time.monotonic()
+    cluster.start(timeout=PROMOTE_DEADLINE_S, wait=False, settings={"archive_mode": "off"})
+    wait_until_promoted(
+        with_port(dsn, cluster.port),
+        deadline_s=PROMOTE_DEADLINE_S,
+        server_alive=cluster.process_alive,
+    )
+    return restored - started, time.monotonic() - restored
 
 
 def run_flow(box: Sandbox, prepared: Prepared) -> FlowRun:
@@ -247,6 +258,7 @@ def run_flow(box: Sandbox, prepared: Prepared) -> FlowRun:
         **os.environ,
         **box.prefect_env(),
         "RUNBOOK_PG_TABLES": json.dumps(bench_tables(prepared.scale)),
+        SPAWNED_AT_ENV: repr(time.time()),
     }
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--flow-once", prepared.label],
@@ -265,21 +277,23 @@ def run_flow(box: Sandbox, prepared: Prepared) -> FlowRun:
 
 def flow_once(label: str) -> None:
     """Child side of ``run_flow``: import, call the flow, print what it measured."""
-    started = time.monotonic()
     from flows.recovery.verify_backup import verify_backup
 
-    imported = time.monotonic()
+    startup_s = time.time() - float(os.environ[SPAWNED_AT_ENV])
+    calling = time.monotonic()
     report = verify_backup(backup_label=label)
     finished = time.monotonic()
+    per_check = {c.name: c.seconds for c in report.checks if c.name not in PHASES}
     result = FlowRun(
-        wall_s=finished - imported,
+        wall_s=finished - calling,
         restore_s=report.restore_seconds or 0.0,
         promote_s=report.promote_seconds or 0.0,
-        checks_s=sum(c.seconds for c in report.checks if c.name in CHECK_NAMES),
-        import_s=imported - started,
+        checks_s=sum(per_check.values()),
+        startup_s=startup_s,
         bytes_restored=report.bytes_restored,
+        per_check_s=per_check,
     )
-    print(RESULT_PREFIX + json.dumps(result.__dict__), flush=True)
+    print(RESULT_PREFIX + json.dumps(asdict(result)), flush=True)
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -289,15 +303,16 @@ def print_pairs(pairs: Sequence[tuple[BareRun, FlowRun]]) -> None:
     print()
     print(
         f"{'pair':>4} | {'bare':>7} {'restore':>7} {'promote':>7} | {'flow':>7} {'restore':>7}"
-        f" {'promote':>7} {'checks':>7} {'-checks':>7} {'import':>7}"
+        f" {'promote':>7} {'checks':>7} {'-checks':>7} {'startup':>7}"
     )
     for i, (bare, flow) in enumerate(pairs, 1):
         print(
             f"{i:>4} | {bare.total_s:7.2f} {bare.restore_s:7.2f} {bare.promote_s:7.2f} |"
             f" {flow.wall_s:7.2f} {flow.restore_s:7.2f} {flow.promote_s:7.2f}"
-            f" {flow.checks_s:7.2f} {flow.without_checks_s:7.2f} {flow.import_s:7.2f}"
+            f" {flow.checks_s:7.2f} {flow.without_checks_s:7.2f} {flow.startup_s:7.2f}"
         )
-    print("(seconds; flow = wall time of the call, -checks = flow minus the checks' own time)")
+    print("(seconds; flow: wall time of the call; -checks: flow minus the checks' own time;")
+    print(" startup: from spawning the flow's process to the call, not part of flow)")
 
 
 def print_summary(pairs: Sequence[tuple[BareRun, FlowRun]], size_bytes: int) -> bool:
@@ -310,14 +325,21 @@ def print_summary(pairs: Sequence[tuple[BareRun, FlowRun]], size_bytes: int) -> 
     bare_restore = statistics.median(b.restore_s for b in bares)
     flow_restore = statistics.median(f.restore_s for f in flows)
     other = statistics.median(f.without_checks_s - f.restore_s - f.promote_s for f in flows)
+    teardown = statistics.median(b.teardown_s for b in bares)
+    names = dict.fromkeys(name for f in flows for name in f.per_check_s)
+    per_check = ", ".join(
+        f"{name} {statistics.median(f.per_check_s.get(name, 0.0) for f in flows):.2f}"
+        for name in names
+    )
     limit = TARGET_FACTOR * bare + TARGET_SLACK_S
     mb = size_bytes / 1e6
     print()
     print(f"bare median (restore + promote)   {bare:8.2f} s")
     print(f"flow median                       {flow:8.2f} s")
     print(f"flow without checks, median       {lean:8.2f} s")
-    print(f"checks median                     {checks:8.2f} s")
-    print(f"flow other than restore/promote/checks, median {other:.2f} s")
+    print(f"checks median                     {checks:8.2f} s  ({per_check})")
+    print(f"flow minus restore, promote, checks {other:6.2f} s  (Prefect, teardown, info calls)")
+    print(f"bare teardown (stop + rm), median {teardown:8.2f} s  (not in the bare time)")
     print(f"ratio flow/bare                   {flow / bare:8.2f}")
     print(f"ratio (flow - checks)/bare        {lean / bare:8.2f}")
     print(

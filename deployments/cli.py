@@ -100,18 +100,57 @@ def serve() -> None:
         _fail(exc)
 
 
+def _decide(run_id: str, approved: bool, approver: str, reason: str) -> None:
+    from uuid import UUID
+
+    from tasks.approval import answer_approval
+
+    try:
+        answer_approval(UUID(run_id), approved=approved, approver=approver, reason=reason)
+    except ValueError:
+        typer.echo(f"error: {run_id!r} is not a flow run id (a UUID)", err=True)
+        raise typer.Exit(2) from None
+    except RunbookError as exc:
+        _fail(exc)
+    typer.echo(f"{'approved' if approved else 'rejected'} run {run_id} as {approver}")
+
+
+@app.command()
+def approve(
+    run_id: str,
+    approver: Annotated[str, typer.Option(help="your name, recorded with the decision")],
+    reason: Annotated[str, typer.Option(help="why (incident, ticket)")],
+) -> None:
+    """Approve the plan a paused recovery is waiting on (through the Prefect API)."""
+    _decide(run_id, True, approver, reason)
+
+
+@app.command()
+def reject(
+    run_id: str,
+    approver: Annotated[str, typer.Option(help="your name, recorded with the decision")],
+    reason: Annotated[str, typer.Option(help="why")] = "rejected",
+) -> None:
+    """Reject the plan a paused recovery is waiting on: the run stops, nothing changes."""
+    _decide(run_id, False, approver, reason)
+
+
 @app.command()
 def demo(
     down: Annotated[bool, typer.Option(help="stop the sandbox at the end")] = False,
     timeout: Annotated[int, typer.Option(help="seconds each flow run may take")] = 900,
+    approve_as: Annotated[
+        str | None, typer.Option(help="approve the demo's recovery yourself, as this name")
+    ] = None,
 ) -> None:
-    """The main job: sandbox, Prefect server, served deployments; take a backup and verify it."""
+    """The main job: sandbox, Prefect server, served deployments; a backup taken and verified,
+    a point-in-time recovery behind an approval, and the daily health check."""
     from deployments.demo import run_demo
 
     box = _sandbox()
     _reexec_with(box.prefect_env())
     try:
-        run_demo(box, timeout=timeout, stop_after=down)
+        run_demo(box, timeout=timeout, stop_after=down, approve_as=approve_as)
     except RunbookError as exc:
         _fail(exc)
 

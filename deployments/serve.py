@@ -3,6 +3,7 @@ and parameters, whether they are served here or pushed with ``prefect deploy``."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -14,8 +15,22 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.schedules import Cron
 from pydantic import BaseModel, Field, field_validator
 
+from tasks.settings import MaintenanceSettings, load_system
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
+
+
+TIMEZONE_PLACEHOLDER = re.compile(r"\{\{\s*\$RUNBOOK_MAINTENANCE_SCHEDULE_TIMEZONE\s*\}\}")
+
+
+def resolve_schedule_timezone(value: str) -> str:
+    """``{{ $RUNBOOK_MAINTENANCE_SCHEDULE_TIMEZONE }}`` in prefect.yaml: ``prefect deploy`` takes
+    it from the environment; here it is the maintenance setting (environment, then the
+    ``[maintenance]`` table of $RUNBOOK_CONFIG, then UTC)."""
+    if TIMEZONE_PLACEHOLDER.fullmatch(value.strip()):
+        return str(load_system(MaintenanceSettings).schedule_timezone)
+    return value
 
 
 class ScheduleSpec(BaseModel):
@@ -27,6 +42,7 @@ class ScheduleSpec(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
+        value = resolve_schedule_timezone(value)
         ZoneInfo(value)
         return value
 

@@ -17,6 +17,7 @@ import json
 import secrets
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, SecretStr
 
-from sandbox.processes import Daemon, venv_tool
+from sandbox.processes import Daemon, DaemonError, venv_tool
+from sandbox.services import PlatformServices
 from tasks.cluster import LocalCluster, find_bin_dir, make_owned_dir, port_in_use, require_reachable
 from tasks.errors import RefusedError
 from tasks.postgres import connect, describe
@@ -57,6 +59,7 @@ class SandboxStatus(BaseModel):
     pgbackrest_repo: Path
     prefect_api_url: str
     processes: dict[str, int | None]
+    services: dict[str, str] = {}  # moto, localstripe, app: their base URLs
 
     def as_json(self) -> dict[str, Any]:
         data = json.loads(self.model_dump_json())
@@ -86,6 +89,9 @@ class Sandbox:
     def daemon(self, name: str) -> Daemon:
         return Daemon(name, self.run_dir)
 
+    def services(self) -> PlatformServices:
+        return PlatformServices(self.root, self.run_dir, self.settings)
+
     @property
     def prefect_api_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.prefect_port}/api"
@@ -113,22 +119,35 @@ class Sandbox:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def up(self) -> SandboxStatus:
-        """Start PostgreSQL (creating cluster, stanza, schema and seed data the first time)."""
+        """Start PostgreSQL (creating cluster, stanza, schema and seed data the first time), with
+        moto and localstripe beside it, then the app (see ``sandbox.services``)."""
         find_bin_dir()
         require_tool("pgbackrest", hint="apt-get install pgbackrest")
         cluster = self.cluster()
-        if cluster.is_running():
-            return self.status()
-        if port_in_use(self.settings.pg_port):
+        if not cluster.is_running() and port_in_use(self.settings.pg_port):
             raise RefusedError(
                 f"port {self.settings.pg_port} on 127.0.0.1 is taken by another process",
                 hint="stop that process or choose another port with RUNBOOK_SANDBOX_PG_PORT",
             )
         self._prepare_root()
-        if not self._ready_marker.exists():
-            self._create(cluster)
-        else:
-            cluster.start(timeout=60)
+        services = self.services()
+        known_dsn = self.dsn() if self._ready_marker.exists() else None
+        with ThreadPoolExecutor(max_workers=2) as pool:  # they need no database: start them now
+            started = [pool.submit(services.start_backends)]
+            if known_dsn is not None:  # not the first time: the app can start now too
+                started.append(pool.submit(services.start_app_process, known_dsn))
+            if cluster.is_running():
+                pass
+            elif not self._ready_marker.exists():
+                self._create(cluster)
+            else:
+                cluster.start(timeout=60)
+            for future in started:
+                future.result()
+        dsn = self.dsn()
+        assert dsn is not None  # written by _create
+        services.start_app(dsn)
+        self._write_settings(dsn)
         return self.status()
 
     def _prepare_root(self) -> None:
@@ -197,6 +216,8 @@ class Sandbox:
         pgbackrest = require_tool("pgbackrest", hint="apt-get install pgbackrest")
         return (
             "\n# runbook sandbox\n"
+            f"port = {self.settings.pg_port}\nlisten_addresses = '127.0.0.1'\n"
+            f"unix_socket_directories = '{self.cluster().socket_dir}'\n"
             "wal_level = replica\narchive_mode = on\n"
             f"archive_command = '{pgbackrest} --config={self.pgbackrest_conf} "
             f"--stanza={STANZA} archive-push %p'\n"
@@ -220,7 +241,9 @@ class Sandbox:
             f"[backup]\nstanza = {json.dumps(STANZA)}\n"
             f"config = {json.dumps(str(self.pgbackrest_conf))}\n"
             f"scratch_dir = {json.dumps(str(self.root / 'scratch'))}\n\n"
-            f"{tables}"
+            f"[maintenance]\nstate_dir = {json.dumps(str(self.root / 'state'))}\n\n"
+            f"{tables}\n"
+            f"{self.services().settings_toml()}"
         )
         self.config_file.touch(mode=0o600)
         self.config_file.write_text(text)
@@ -253,13 +276,22 @@ class Sandbox:
 
     def down(self) -> None:
         """Stop everything the sandbox started; its data stays for the next ``up``."""
+        failures: list[str] = []
         for pid_file in sorted(self.run_dir.glob("*.pid")):
-            self.daemon(pid_file.stem).stop()
+            try:  # one that will not stop must not keep the others running
+                self.daemon(pid_file.stem).stop()
+            except OSError as exc:
+                failures.append(f"{pid_file.stem}: {exc}")
         if self.root.exists():
             self.cluster().stop()
-        scratch = self.root / "scratch"
-        for leftover in scratch.glob("*/data") if scratch.exists() else []:
+        # Restored clusters left running: side-by-side recoveries and interrupted verifications.
+        for leftover in [*self.root.glob("pg/*/data"), *self.root.glob("scratch/*/data")]:
             LocalCluster(leftover, 0, find_bin_dir(), OS_USER).stop(mode="immediate")
+        if failures:
+            raise DaemonError(
+                "some sandbox processes did not stop: " + "; ".join(failures),
+                hint=f"stop them by hand (PIDs in {self.run_dir})",
+            )
 
     def status(self) -> SandboxStatus:
         cluster = self.cluster()
@@ -279,6 +311,7 @@ class Sandbox:
             pgbackrest_repo=self.repo,
             prefect_api_url=self.prefect_api_url,
             processes=processes,
+            services=self.services().urls(),
         )
 
     def describe(self) -> str:
@@ -292,7 +325,10 @@ class Sandbox:
         lines.append(f"  pgbackrest   repo {st.pgbackrest_repo}  stanza {STANZA}")
         for name, pid in st.processes.items():
             if name != "postgres":
-                lines.append(f"  {name:<12} {'running' if pid else 'stopped'}  pid {pid or '-'}")
+                url = st.services.get(name, "")
+                lines.append(
+                    f"  {name:<12} {'running' if pid else 'stopped'}  {url}  pid {pid or '-'}"
+                )
         lines.append(f"  prefect api  {st.prefect_api_url}")
         lines.append(f"  settings     {st.config}  (export {CONFIG_ENV}={st.config})")
         return "\n".join(lines)

@@ -25,6 +25,11 @@ def venv_tool(name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
+# Popen objects of the daemons this process started: dropping one while its process runs makes
+# Popen.__del__ warn (ResourceWarning); ``stop`` waits for it and lets it go.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class DaemonError(RunbookError):
     """A sandbox process did not start or become ready."""
 
@@ -73,6 +78,7 @@ class Daemon:
                 start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
+        _CHILDREN[proc.pid] = proc
         deadline = time.monotonic() + timeout
         while not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -93,6 +99,9 @@ class Daemon:
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             _signal_group(pid, signal.SIGKILL)
+            child = _CHILDREN.pop(pid, None)
+            if child is not None:
+                child.wait(timeout)
         self.pid_file.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 15) -> str:

@@ -56,3 +56,26 @@ CREATE TABLE webhook_events (
     received_at timestamptz NOT NULL DEFAULT now(),
     processed_at timestamptz
 );
+
+-- Logins to the platform (weekly security review: failed logins per account and address).
+CREATE TABLE login_events (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account     text NOT NULL,
+    source_addr inet NOT NULL,
+    success     boolean NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX login_events_at_idx ON login_events (at);
+
+-- Profile page views: the platform's largest table. Deliberately without an index on
+-- profile_id (which its queries filter on), with an index nobody uses (referrer) and two
+-- identical indexes on viewed_at, so that the index advice has something true to find.
+CREATE TABLE profile_views (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    profile_id  bigint NOT NULL,
+    viewed_at   timestamptz NOT NULL DEFAULT now(),
+    referrer    text
+) WITH (autovacuum_enabled = false);
+CREATE INDEX profile_views_referrer_idx ON profile_views (referrer);
+CREATE INDEX profile_views_viewed_at_idx ON profile_views (viewed_at);
+CREATE INDEX profile_views_viewed_at_copy_idx ON profile_views (viewed_at);

@@ -97,7 +97,9 @@ class LocalCluster:
 
     @property
     def socket_dir(self) -> Path:
-        return self.data_dir
+        # Beside the data directory, never in it: a socket lock file inside would be backed up,
+        # restored, and then stop a restored copy from starting on the same port.
+        return self.data_dir.parent
 
     def _pg(
         self, tool: str, *args: str | Path, timeout: float, check: bool = True
@@ -127,15 +129,29 @@ class LocalCluster:
         )
 
     def start(
-        self, *, timeout: float, wait: bool = True, settings: dict[str, str] | None = None
+        self,
+        *,
+        timeout: float,
+        wait: bool = True,
+        settings: dict[str, str] | None = None,
+        private: bool = True,
     ) -> None:
-        """Start the server on 127.0.0.1:port; ``wait=False`` returns once it is launched."""
-        options = {
-            "port": str(self.port),
-            "listen_addresses": "127.0.0.1",
-            "unix_socket_directories": str(self.socket_dir),
-            **(settings or {}),
-        }
+        """Start the server; ``wait=False`` returns once the postmaster runs.
+
+        ``private`` (restored and scratch clusters) overrides the configuration's port, listen
+        address and socket directory with this cluster's own, on 127.0.0.1 only; a live cluster
+        is started with ``private=False``, as its own configuration says.
+        """
+        options = (
+            {
+                "port": str(self.port),
+                "listen_addresses": "127.0.0.1",
+                "unix_socket_directories": str(self.socket_dir),
+            }
+            if private
+            else {}
+        )
+        options |= settings or {}
         opts = " ".join(f"-c {key}={value}" for key, value in options.items())
         self._pg(
             "pg_ctl",
@@ -186,7 +202,7 @@ class LocalCluster:
             self._pg("pg_ctl", "stop", "-D", self.data_dir, "-m", "immediate", timeout=60)
 
     def is_running(self) -> bool:
-        if not (self.data_dir / "postmaster.pid").exists():
+        if not self.process_alive():
             return False
         return (
             self._pg("pg_ctl", "status", "-D", self.data_dir, timeout=30, check=False).returncode
@@ -215,6 +231,14 @@ class LocalCluster:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+    def control_data(self) -> dict[str, str]:
+        """``pg_controldata`` of this (stopped or running) cluster, as a dict."""
+        out = self._pg("pg_controldata", "-D", self.data_dir, timeout=30).stdout
+        return {
+            key.strip(): value.strip()
+            for key, _, value in (line.partition(":") for line in out.splitlines())
+        }
 
     def log_errors(self, lines: int = 5) -> str:
         """The last FATAL/PANIC/ERROR lines of the server log (or its tail), for messages."""

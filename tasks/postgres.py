@@ -91,6 +91,14 @@ def system_identifier(dsn: SecretStr) -> int:
     return int(str(fetch_value(dsn, "SELECT system_identifier FROM pg_control_system()")))
 
 
+def current_timeline(dsn: SecretStr) -> int | None:
+    """The server's timeline, or None when it cannot be reached (an outage)."""
+    try:
+        return int(str(fetch_value(dsn, "SELECT timeline_id FROM pg_control_checkpoint()")))
+    except PostgresUnreachable:
+        return None
+
+
 def switch_wal(dsn: SecretStr) -> str:
     """Close the current WAL segment so it gets archived; returns the switch LSN."""
     return str(fetch_value(dsn, "SELECT pg_switch_wal()"))

@@ -11,18 +11,26 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect.logging import get_run_logger
 from pydantic import BaseModel, SecretStr
 
-from tasks.cluster import LocalCluster, find_bin_dir, free_port, make_owned_dir
-from tasks.postgres import ServerStoppedError, wait_until_promoted, with_port
+from tasks.cluster import LocalCluster, find_bin_dir, free_port, make_owned_dir, port_in_use
+from tasks.postgres import (
+    PostgresError,
+    ServerStoppedError,
+    fetch_value,
+    wait_until_promoted,
+    with_port,
+)
 from tasks.reports import Progress
 from tasks.retry import ops_task
+from tasks.runlog import run_logger
 from tasks.settings import Settings
+
+PROGRESS_EVERY_S = 2.0
 
 
 class ScratchCluster(BaseModel):
-    """Where a restore goes: ``root`` is ours alone and removed whole afterwards."""
+    """A cluster restored beside live: ``root`` is ours alone and removed whole afterwards."""
 
     root: Path
     data_dir: Path
@@ -33,66 +41,111 @@ class ScratchCluster(BaseModel):
     def cluster(self) -> LocalCluster:
         return LocalCluster(self.data_dir, self.port, self.bin_dir, self.os_user)
 
+    def dsn(self, live: SecretStr) -> SecretStr:
+        """The live DSN's credentials and database, on this cluster's port."""
+        return with_port(live, self.port)
 
-@ops_task("plan-scratch-cluster")
-def plan_scratch_cluster(settings: Settings, purpose: str) -> ScratchCluster:
-    """Pick a fresh directory under the scratch root and a free port (creates only the root)."""
+    def create(self) -> ScratchCluster:
+        """Create the (empty) run directory for the OS user; re-pick the port if it got taken."""
+        make_owned_dir(self.root.parent, self.os_user, mode=0o711)
+        make_owned_dir(self.root, self.os_user)
+        return self if not port_in_use(self.port) else self.model_copy(update={"port": free_port()})
+
+
+def restore_location(settings: Settings, purpose: str, root: Path | None = None) -> ScratchCluster:
+    """A fresh directory under ``root`` (default: the scratch directory) and a free port.
+
+    Changes nothing: ``ScratchCluster.create`` makes the directory when the restore starts.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    root = settings.backup.scratch_dir / f"{purpose}-{stamp}"
-    make_owned_dir(settings.backup.scratch_dir, settings.postgres.os_user, mode=0o711)
-    make_owned_dir(root, settings.postgres.os_user)
+    run_root = (root or settings.backup.scratch_dir) / f"{purpose}-{stamp}"
     return ScratchCluster(
-        root=root,
-        data_dir=root / "data",
+        root=run_root,
+        data_dir=run_root / "data",
         port=settings.backup.scratch_port or free_port(),
         bin_dir=find_bin_dir(settings.postgres.bin_dir),
         os_user=settings.postgres.os_user,
     )
 
 
+@ops_task("plan-scratch-cluster")
+def plan_scratch_cluster(settings: Settings, purpose: str) -> ScratchCluster:
+    """A restore location under the scratch directory, created and ready for a restore."""
+    return restore_location(settings, purpose).create()
+
+
 @ops_task("start-and-promote")
-def start_and_promote(scratch: ScratchCluster, live_dsn: SecretStr, deadline_s: float) -> float:
+def start_and_promote(
+    scratch: ScratchCluster,
+    live_dsn: SecretStr,
+    deadline_s: float,
+    replay_from: datetime | None = None,
+    replay_to: datetime | None = None,
+) -> float:
     """Start the restored cluster and wait until ``pg_is_in_recovery()`` is false.
 
-    Returns the seconds from start to promoted. On a stall past ``deadline_s`` the server is
-    stopped (the caller removes the directory) and PostgresError is raised.
+    With ``replay_from``/``replay_to`` (a time target), progress is the last replayed commit's
+    time between the two. Returns the seconds from start to promoted. On a stall past
+    ``deadline_s`` or an exit, the server is stopped and the error carries its log's errors.
     """
-    logger = get_run_logger()
+    logger = run_logger()
     cluster = scratch.cluster()
+    dsn = scratch.dsn(live_dsn)
     progress = Progress(f"Recovery of the restored cluster on port {scratch.port}")
     started = time.monotonic()
     cluster.start(timeout=deadline_s, wait=False, settings={"archive_mode": "off"})
-    logger.info("Started restored cluster on port %s; waiting until promoted", scratch.port)
-    last_log = [0.0]
+    logger.info("Started restored cluster on port %s; replaying WAL until promoted", scratch.port)
+    last_report = [0.0]
 
     def on_wait(elapsed: float) -> None:
-        if elapsed - last_log[0] >= 10:
-            last_log[0] = elapsed
-            logger.info("Still recovering after %.0f s", elapsed)
-            progress.update(100 * elapsed / deadline_s)
+        if elapsed - last_report[0] < PROGRESS_EVERY_S:
+            return
+        last_report[0] = elapsed
+        replayed = _replayed_until(dsn)
+        if replay_from and replay_to and replayed:
+            span = max((replay_to - replay_from).total_seconds(), 1e-3)
+            share = (replayed - replay_from).total_seconds() / span
+            progress.update(100 * share)
+            logger.info(
+                "Replayed commits up to %s (%.0f%% of the way to the target)",
+                replayed.isoformat(),
+                100 * share,
+            )
+        else:
+            logger.info(
+                "Recovering for %.0f s%s",
+                elapsed,
+                f"; replayed up to {replayed.isoformat()}" if replayed else "",
+            )
 
     try:
         wait_until_promoted(
-            with_port(live_dsn, scratch.port),
-            deadline_s=deadline_s,
-            server_alive=cluster.process_alive,
-            on_wait=on_wait,
+            dsn, deadline_s=deadline_s, server_alive=cluster.process_alive, on_wait=on_wait
         )
     except ServerStoppedError as exc:
         raise ServerStoppedError(f"{exc.message}: {cluster.log_errors()}", hint=exc.hint) from None
-    except Exception:
+    except PostgresError:
         logger.error("Restored cluster log tail:\n%s", cluster.log_tail())
         cluster.stop(mode="immediate")
         raise
-    progress.update(100)
     seconds = time.monotonic() - started
+    progress.update(100)
     logger.info("Restored cluster promoted %.2f s after start", seconds)
     return seconds
 
 
-@ops_task("remove-scratch-cluster")
+def _replayed_until(dsn: SecretStr) -> datetime | None:
+    """Commit time of the last replayed transaction (None before the server takes connections)."""
+    try:
+        value = fetch_value(dsn, "SELECT pg_last_xact_replay_timestamp()")
+    except PostgresError:
+        return None
+    return value if isinstance(value, datetime) else None
+
+
+@ops_task("remove-restored-cluster")
 def remove_scratch_cluster(scratch: ScratchCluster) -> None:
-    """Stop the scratch server and delete its directory (only ever our own ``root``)."""
+    """Stop the restored server and delete its directory (only ever our own ``root``)."""
     scratch.cluster().stop(mode="immediate")
     shutil.rmtree(scratch.root, ignore_errors=True)
-    get_run_logger().info("Removed scratch cluster %s", scratch.root)
+    run_logger().info("Removed restored cluster %s", scratch.root)

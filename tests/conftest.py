@@ -27,7 +27,11 @@ from tasks.settings import CONFIG_ENV, SandboxSettings, Settings, load_settings 
 def make_sandbox() -> Sandbox:
     root = Path(tempfile.mkdtemp(prefix="runbook-test-", dir="/tmp"))
     box = Sandbox(SandboxSettings(dir=root, pg_port=free_port(), prefect_port=free_port()))
-    box.up()
+    try:
+        box.up()
+    except BaseException:  # a half-started sandbox must not outlive the failed fixture
+        destroy_sandbox(box)
+        raise
     return box
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.logging import get_run_logger
 
 from tasks.backups.base import RestoreRequest
 from tasks.backups.operations import build_engine, restore_to_directory, select_backup
@@ -11,11 +10,13 @@ from tasks.errors import RunbookError
 from tasks.notify import emit_flow_failure
 from tasks.postgres import with_port
 from tasks.reports import CheckResult, first_failure, publish_markdown
+from tasks.runlog import run_logger
 from tasks.scratch import plan_scratch_cluster, remove_scratch_cluster, start_and_promote
 from tasks.settings import load_settings
 from tasks.verification import (
     VerificationReport,
     record_restore_measurement,
+    record_verification_failure,
     verify_restored_cluster,
 )
 
@@ -31,7 +32,7 @@ def verify_backup(backup_label: str | None = None) -> VerificationReport:
     The scratch cluster never archives into the live repository and is always removed.
     Fails, naming the check, when any check fails.
     """
-    logger = get_run_logger()
+    logger = run_logger()
     settings = load_settings()
     engine = build_engine(settings)
     live = settings.live_dsn()
@@ -83,6 +84,7 @@ def verify_backup(backup_label: str | None = None) -> VerificationReport:
     logger.info("%s", report.summary())
     failed = first_failure(report.checks)
     if failed is not None:
+        record_verification_failure(report)
         raise VerificationFailed(
             f"verify-backup failed: check {failed.name!r}: {failed.detail}", hint=failed.hint
         )

@@ -54,6 +54,7 @@ class BackupInfo(BaseModel):
     lsn_stop: str | None = None
     timeline: int | None = None
     prior: str | None = Field(default=None, description="label this diff/incr depends on")
+    system_id: int | None = Field(default=None, description="PostgreSQL system identifier")
 
     @property
     def duration_s(self) -> float:
@@ -83,6 +84,9 @@ class RecoveryTarget(BaseModel):
     type: Literal["immediate", "time", "name", "lsn", "xid"] = "immediate"
     value: str | None = None
     inclusive: bool = True
+    timeline: int | None = Field(
+        default=None, description="follow WAL up to this timeline (default: the latest)"
+    )
 
     @model_validator(mode="after")
     def _value_matches_type(self) -> RecoveryTarget:
@@ -126,8 +130,9 @@ class BackupEngine(ABC):
         """Backups in the repository, oldest first."""
 
     @abstractmethod
-    def restorable_window(self) -> RestoreWindow:
-        """Earliest and latest reachable recovery times (see ``RestoreWindow``)."""
+    def restorable_window(self, timeline: int | None = None) -> RestoreWindow:
+        """Earliest and latest reachable recovery times (see ``RestoreWindow``), following
+        ``timeline`` (the live cluster's) when given, else the newest in the repository."""
 
     @abstractmethod
     def take_backup(self, kind: BackupKind) -> BackupInfo:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from prefect.logging import get_run_logger
-
 from tasks.backups.base import (
     BackupEngine,
     BackupInfo,
@@ -19,6 +17,7 @@ from tasks.backups.pgbackrest import PgBackRest
 from tasks.cluster import find_bin_dir
 from tasks.reports import markdown_table, publish_markdown, publish_table
 from tasks.retry import ops_task
+from tasks.runlog import run_logger
 from tasks.settings import Settings
 
 
@@ -68,7 +67,7 @@ def list_backups(engine: BackupEngine) -> list[BackupInfo]:
 def select_backup(engine: BackupEngine, label: str | None) -> BackupInfo:
     """The named backup, or the newest; an unknown label is refused with the known ones."""
     backup = engine.find_backup(label)
-    get_run_logger().info(
+    run_logger().info(
         "Selected backup %s (%s, stopped %s)",
         backup.label,
         backup.kind.value,
@@ -78,15 +77,15 @@ def select_backup(engine: BackupEngine, label: str | None) -> BackupInfo:
 
 
 @ops_task("restorable-window", retries=3)
-def restorable_window(engine: BackupEngine) -> RestoreWindow:
-    return engine.restorable_window()
+def restorable_window(engine: BackupEngine, timeline: int | None = None) -> RestoreWindow:
+    return engine.restorable_window(timeline)
 
 
 @ops_task("take-backup")
 def take_backup(engine: BackupEngine, kind: BackupKind) -> BackupInfo:
     # Not retried: a half-finished backup is resumed or cleaned by pgBackRest itself on the next
     # run, and a blind retry would double the load on the live cluster during an incident.
-    logger = get_run_logger()
+    logger = run_logger()
     logger.info("Taking a %s backup with %s", kind.value, engine.name)
     backup = engine.take_backup(kind)
     logger.info(
@@ -121,7 +120,7 @@ def take_backup(engine: BackupEngine, kind: BackupKind) -> BackupInfo:
 @ops_task("restore-to-directory")
 def restore_to_directory(engine: BackupEngine, request: RestoreRequest) -> RestoreResult:
     """Restore into a new, empty directory; refuses anything else and never deletes."""
-    logger = get_run_logger()
+    logger = run_logger()
     logger.info(
         "Restoring backup %s into %s (target: %s)",
         request.backup_label,

@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,11 +106,11 @@ class PgBackRest(BackupEngine):
     # -- the contract ----------------------------------------------------------------------------
 
     def list_backups(self) -> list[BackupInfo]:
-        return [_backup_info(raw) for raw in self.info().get("backup", [])]
+        return _backups(self.info())
 
-    def restorable_window(self) -> RestoreWindow:
+    def restorable_window(self, timeline: int | None = None) -> RestoreWindow:
         record = self.info()
-        backups = [_backup_info(raw) for raw in record.get("backup", [])]
+        backups = _backups(record)
         if not backups:
             raise BackupError(
                 f"stanza {self.stanza!r} has no backups, so nothing is restorable",
@@ -117,6 +118,10 @@ class PgBackRest(BackupEngine):
             )
         archives = record.get("archive", [])
         newest = archives[-1].get("max") if archives else None
+        if newest and timeline is not None and int(newest[:8], 16) != timeline:
+            # The highest timeline in the repository is not the live one (a switchover that was
+            # rolled back leaves its abandoned timeline behind): read the live timeline's WAL.
+            newest = self.newest_segment(archives[-1]["id"], timeline)
         return RestoreWindow(
             # info gives whole seconds: the next second is the first target surely past the
             # backup's consistency point.
@@ -127,6 +132,31 @@ class PgBackRest(BackupEngine):
             oldest_backup=backups[0].label,
             newest_wal_segment=newest,
         )
+
+    def newest_segment(self, archive_id: str, timeline: int) -> str | None:
+        """The newest WAL segment archived on ``timeline`` (None when there is none)."""
+        base = f"archive/{self.stanza}/{archive_id}"
+        listing = json.loads(
+            self._run(
+                "repo-ls",
+                "--output=json",
+                base,
+                timeout=self.command_deadline_s,
+                what="pgBackRest repo-ls",
+            )
+        )
+        prefix = f"{timeline:08X}"
+        for directory in sorted((d for d in listing if d.startswith(prefix)), reverse=True):
+            names = self._run(
+                "repo-ls",
+                "--filter=^[0-9A-F]{24}-",
+                f"{base}/{directory}",
+                timeout=self.command_deadline_s,
+                what="pgBackRest repo-ls",
+            ).split()
+            if names:
+                return max(name[:24] for name in names)
+        return None
 
     def take_backup(self, kind: BackupKind) -> BackupInfo:
         before = {b.label for b in self.list_backups()}
@@ -168,12 +198,12 @@ class PgBackRest(BackupEngine):
         ]
         if not request.archive_into_repository:
             args.append("--archive-mode=off")
-        started = datetime.now(UTC)
+        started = time.monotonic()
         self._run(*args, timeout=self.restore_deadline_s, what="pgBackRest restore")
         return RestoreResult(
             backup_label=backup.label,
             destination=str(destination),
-            seconds=(datetime.now(UTC) - started).total_seconds(),
+            seconds=time.monotonic() - started,
             bytes_restored=backup.size_bytes,
         )
 
@@ -248,10 +278,20 @@ def _target_options(target: RecoveryTarget) -> list[str]:
     options = [f"--type={target.type}", f"--target={target.value}", "--target-action=promote"]
     if not target.inclusive:
         options.append("--target-exclusive")
+    if target.timeline is not None:
+        options.append(f"--target-timeline={target.timeline}")
     return options
 
 
-def _backup_info(raw: dict[str, Any]) -> BackupInfo:
+def _backups(record: dict[str, Any]) -> list[BackupInfo]:
+    system_ids = {db["id"]: db.get("system-id") for db in record.get("db", [])}
+    return [
+        _backup_info(raw, system_ids.get((raw.get("database") or {}).get("id")))
+        for raw in record.get("backup", [])
+    ]
+
+
+def _backup_info(raw: dict[str, Any], system_id: int | None) -> BackupInfo:
     wal_start = (raw.get("archive") or {}).get("start")
     return BackupInfo(
         label=raw["label"],
@@ -266,6 +306,7 @@ def _backup_info(raw: dict[str, Any]) -> BackupInfo:
         lsn_stop=(raw.get("lsn") or {}).get("stop"),
         timeline=int(wal_start[:8], 16) if wal_start else None,
         prior=raw.get("prior"),
+        system_id=system_id,
     )
 
 

@@ -1,0 +1,165 @@
+"""The approval gate in front of every destructive step.
+
+The run pauses with a form (``Approval``) whose description is the plan in markdown. Defaults
+mean "not approved": the UI's plain Resume button or an empty ``run_input`` resumes the run with
+``approved=False`` and it stops there, changing nothing. Approving takes the box ticked AND an
+approver's name AND a reason. Self-hosted Prefect records no actor, so every decision (who,
+when, why, what) is written as an artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime
+from typing import Literal
+from uuid import UUID
+
+from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
+from prefect.flow_runs import pause_flow_run, resume_flow_run
+from prefect.input import RunInput
+from pydantic import BaseModel, Field
+
+from tasks.errors import RunbookError
+from tasks.reports import markdown_table, publish_markdown
+from tasks.runlog import run_logger
+
+# How often a paused run looks for its resume: Prefect's default of 10 s would add up to 10 s
+# to every recovery after the approval is given.
+RESUME_POLL_S = 1
+
+
+class Approval(RunInput):
+    """The form shown when a recovery waits for approval."""
+
+    approved: bool = Field(default=False, description="Tick to approve the plan above.")
+    approver: str = Field(default="", description="Your name (recorded with the decision).")
+    reason: str = Field(default="", description="Why (incident id, ticket, context).")
+
+
+Outcome = Literal["approved", "rejected", "empty", "timed-out"]
+
+
+class ApprovalDecision(BaseModel):
+    step: str
+    outcome: Outcome
+    approver: str = ""
+    reason: str = ""
+    decided_at: datetime
+    plan_digest: str = Field(description="sha256 of the plan text that was shown")
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome == "approved"
+
+    def summary(self) -> str:
+        who = f" by {self.approver}" if self.approver else ""
+        why = f": {self.reason}" if self.reason else ""
+        return {
+            "approved": f"{self.step} approved{who}{why}",
+            "rejected": f"{self.step} rejected{who}{why}; nothing was changed",
+            "empty": f"{self.step} not approved: resumed without ticking 'approved' and giving "
+            "an approver and a reason; nothing was changed",
+            "timed-out": f"{self.step} not approved in time; nothing was changed",
+        }[self.outcome]
+
+
+def judge(answer: Approval | None) -> tuple[Outcome, str, str]:
+    """What an answer means: approval needs the box ticked, a name and a reason."""
+    if answer is None:
+        return "timed-out", "", ""
+    approver, reason = answer.approver.strip(), answer.reason.strip()
+    if answer.approved and approver and reason:
+        return "approved", approver, reason
+    if not answer.approved and (approver or reason):
+        return "rejected", approver, reason
+    return "empty", approver, reason
+
+
+def request_approval(step: str, plan_markdown: str, timeout_s: int) -> ApprovalDecision:
+    """Pause the flow run until someone decides on ``plan_markdown``; record the decision.
+
+    Call from a flow (never one with a flow-level timeout: it would count the paused time).
+    """
+    logger = run_logger()
+    logger.info("Waiting up to %s s for approval of: %s", timeout_s, step)
+    form = Approval.with_initial_data(description=plan_markdown, approved=False)
+    try:
+        answer: Approval | None = pause_flow_run(
+            wait_for_input=form,
+            timeout=timeout_s,
+            poll_interval=RESUME_POLL_S,
+            key=f"approve-{step}",
+        )
+    except FlowPauseTimeout:
+        answer = None
+    outcome, approver, reason = judge(answer)
+    decision = ApprovalDecision(
+        step=step,
+        outcome=outcome,
+        approver=approver,
+        reason=reason,
+        decided_at=datetime.now(UTC),
+        plan_digest=hashlib.sha256(plan_markdown.encode()).hexdigest(),
+    )
+    record_decision(decision, plan_markdown)
+    logger.info("%s", decision.summary())
+    return decision
+
+
+def record_decision(decision: ApprovalDecision, plan_markdown: str) -> None:
+    table = markdown_table(
+        ["step", "decision", "approver", "reason", "decided at", "plan sha256"],
+        [
+            [
+                decision.step,
+                decision.outcome,
+                decision.approver or "-",
+                decision.reason or "-",
+                decision.decided_at.isoformat(),
+                decision.plan_digest[:16],
+            ]
+        ],
+    )
+    publish_markdown(
+        f"approval-{decision.step}",
+        f"# Approval: {decision.step}\n\n{table}\n\n## The plan that was shown\n\n{plan_markdown}",
+        description=decision.summary(),
+    )
+
+
+class ApprovalError(RunbookError):
+    """A decision could not be delivered to the run."""
+
+
+def answer_approval(
+    flow_run_id: UUID, *, approved: bool, approver: str, reason: str, wait_s: float = 30
+) -> None:
+    """Resume a run paused at an approval gate with a decision (for people and services).
+
+    Waits up to ``wait_s`` for the run to be paused with its form saved (a run that has just
+    paused saves its form a moment later). Raises ApprovalError naming the run's state otherwise.
+    """
+    if approved and not (approver.strip() and reason.strip()):
+        raise ApprovalError(
+            "an approval needs an approver and a reason", hint="pass --approver NAME --reason TEXT"
+        )
+    run_input = {"approved": approved, "approver": approver, "reason": reason}
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            resume_flow_run(flow_run_id, run_input=run_input)
+            return
+        except ObjectNotFound:
+            raise ApprovalError(f"no flow run {flow_run_id}", hint="check the run id") from None
+        except FlowPauseTimeout:
+            raise ApprovalError(
+                f"run {flow_run_id} timed out waiting for approval", hint="start the recovery again"
+            ) from None
+        except (NotPausedError, RuntimeError) as exc:
+            if time.monotonic() > deadline:
+                raise ApprovalError(
+                    f"run {flow_run_id} is not waiting for approval: {exc}",
+                    hint="look at the run's state in the Prefect UI",
+                ) from None
+        time.sleep(0.2)
