@@ -37,7 +37,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -50,7 +49,7 @@ from pydantic import SecretStr
 from sandbox.platform import OS_USER, Sandbox
 from tasks.approval import answer_approval
 from tasks.backups.base import RecoveryTarget
-from tasks.backups.pgbackrest import _target_options
+from tasks.backups.pgbackrest import target_options
 from tasks.cluster import free_port, make_owned_dir
 from tasks.postgres import archiver_status, connect, current_timeline
 from tasks.scratch import ScratchCluster, remove_scratch_cluster
@@ -74,7 +73,7 @@ from bench.verify_backup import (  # noqa: E402
     print_pairs,
     print_summary,
     restore_and_promote,
-    sandbox_in,
+    run_in_sandbox,
     write_state,
 )
 from bench.verify_backup import parse_args as parse_sandbox_args  # noqa: E402
@@ -198,11 +197,11 @@ def prepare_target(box: Sandbox, prepared: Prepared, wal_mb: int) -> Target:
 def pitr_restore_argv(box: Sandbox, destination: Path, label: str, target: Target) -> list[str]:
     """``bare_restore_argv`` with the flow's time-target options in place of the immediate ones
     (the order ``PgBackRest.restore`` uses)."""
-    immediate = _target_options(RecoveryTarget())
+    immediate = target_options(RecoveryTarget())
     argv = [a for a in bare_restore_argv(engine_for(box), destination, label) if a not in immediate]
     at = argv.index("--archive-mode=off")
     wanted = RecoveryTarget(type="time", value=target.iso, timeline=target.timeline)
-    return [*argv[:at], *_target_options(wanted), *argv[at:]]
+    return [*argv[:at], *target_options(wanted), *argv[at:]]
 
 
 def run_bare(box: Sandbox, prepared: Prepared, target: Target, index: int) -> BareRun:
@@ -223,7 +222,7 @@ def run_bare(box: Sandbox, prepared: Prepared, target: Target, index: int) -> Ba
         restore_s, promote_s = restore_and_promote(argv, scratch.cluster(), live_dsn(box))
     finally:
         stopping = time.monotonic()
-        remove_restored_cluster(scratch)
+        remove_scratch_cluster.fn(scratch)
     return BareRun(restore_s, promote_s, time.monotonic() - stopping)
 
 
@@ -247,7 +246,7 @@ def run_flow(box: Sandbox, prepared: Prepared, target: Target, index: int) -> Pi
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"the flow run failed (exit {proc.returncode}):\n{tail(output)}")
     values = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
-    remove_restored_cluster(ScratchCluster.model_validate(values.pop("restore_to")))
+    remove_scratch_cluster.fn(ScratchCluster.model_validate(values.pop("restore_to")))
     statuses = values.pop("statuses")
     log(f"  checks: {', '.join(f'{name} {status}' for name, status in statuses.items())}")
     called_at, decided_at = values.pop("called_at"), values.pop("decided_at")
@@ -432,11 +431,6 @@ def bench(box: Sandbox, args: argparse.Namespace) -> bool:
     return print_summary(pairs, prepared.size_bytes) and resumed_ok
 
 
-def remove_restored_cluster(scratch: ScratchCluster) -> None:
-    """The flow's removal step, called as a plain function (no task run)."""
-    remove_scratch_cluster.fn(scratch)  # type: ignore[attr-defined]  # ops_task hides the Task
-
-
 def remove_restored(box: Sandbox) -> None:
     """Restored clusters a failed run left (``Sandbox.down`` has stopped their servers)."""
     for leftover in [*box.root.glob("pg/pitr-*"), *box.root.glob("scratch/pitr-bare-*")]:
@@ -449,21 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.flow_once:
         flow_once(args.flow_once)
         return 0
-    fresh = args.dir is None or not args.dir.exists()
-    root = args.dir or Path(tempfile.mkdtemp(prefix="runbook-bench-", dir="/var/tmp"))  # noqa: S108
-    log(f"sandbox in {root}")
-    box = sandbox_in(root, args.reuse)
-    try:
-        return 0 if bench(box, args) else 1
-    finally:
-        log("stopping the sandbox")
-        try:
-            box.down()
-        finally:
-            remove_restored(box)
-            if fresh and not args.keep:
-                shutil.rmtree(root, ignore_errors=True)
-                log(f"removed {root}")
+    return run_in_sandbox(args, bench, cleanup=remove_restored)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -391,23 +391,36 @@ def bench(box: Sandbox, args: argparse.Namespace) -> bool:
     return print_summary(pairs, prepared.size_bytes)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.flow_once:
-        flow_once(args.flow_once)
-        return 0
+def run_in_sandbox(
+    args: argparse.Namespace,
+    measure: Callable[[Sandbox, argparse.Namespace], bool],
+    cleanup: Callable[[Sandbox], None] = lambda box: None,
+) -> int:
+    """Run ``measure`` in the sandbox ``args`` name (or a new one); always stop it, then run
+    ``cleanup`` and remove a sandbox made here unless ``--keep``. Exit code 0 on target met."""
     created = args.dir is None or not args.dir.exists()
     root = args.dir or Path(tempfile.mkdtemp(prefix="runbook-bench-", dir="/var/tmp"))  # noqa: S108
     log(f"sandbox in {root}")
     box = sandbox_in(root, args.reuse)
     try:
-        return 0 if bench(box, args) else 1
+        return 0 if measure(box, args) else 1
     finally:
         log("stopping the sandbox")
-        box.down()
-        if created and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-            log(f"removed {root}")
+        try:
+            box.down()
+        finally:
+            cleanup(box)
+            if created and not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+                log(f"removed {root}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.flow_once:
+        flow_once(args.flow_once)
+        return 0
+    return run_in_sandbox(args, bench)
 
 
 if __name__ == "__main__":

@@ -148,8 +148,12 @@ def demo(
     from deployments.demo import run_demo
 
     box = _sandbox()
-    _reexec_with(box.prefect_env())
     try:
+        if not box.config_file.exists():  # the environment below names files `up` creates
+            typer.echo("==> Creating the sandbox (first run)")
+            box.up()
+        box.prefect_home.mkdir(parents=True, exist_ok=True)
+        _reexec_with(box.prefect_env())
         run_demo(box, timeout=timeout, stop_after=down, approve_as=approve_as)
     except RunbookError as exc:
         _fail(exc)

@@ -76,14 +76,16 @@ def write_marker(box: Sandbox) -> tuple[str, str]:
     """Commit a marker row and archive its WAL; return (a time just before it, the marker)."""
     dsn = box.dsn()
     assert dsn is not None
-    before = datetime.now(UTC)
-    time.sleep(1.1)
-    marker = f"demo-marker-{before:%Y%m%dT%H%M%S}"
-    with connect(dsn) as conn:
+    with connect(dsn) as conn:  # the table exists before the target; the marker after it
         conn.execute(
             "CREATE TABLE IF NOT EXISTS runbook_markers "
             "(note text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())"
         )
+    time.sleep(1.1)
+    before = datetime.now(UTC)
+    time.sleep(1.1)
+    marker = f"demo-marker-{before:%Y%m%dT%H%M%S}"
+    with connect(dsn) as conn:
         conn.execute("INSERT INTO runbook_markers (note) VALUES (%s)", (marker,))
     segment = str(fetch_value(dsn, "SELECT pg_walfile_name(pg_current_wal_lsn())"))
     switch_wal(dsn)

@@ -6,6 +6,7 @@ a dead endpoint ends in seconds. Error messages carry AWS's error code and text 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -60,21 +61,31 @@ class AwsCredentialsError(AwsError):
 def aws_client(settings: AwsSettings, service: str) -> Any:
     """A client for ``service`` (``s3``, ``ses``, ``logs``, ``cloudwatch``...) from settings.
 
-    A fresh session per client: boto3's default session is not safe to share between the
-    threads that run checks concurrently.
+    Clients are safe to use from the threads that run checks concurrently; sessions are not,
+    so clients are made under a lock, from one session per set of credentials, which also
+    shares the parsed service models between them (the costly part of making a client).
     """
-    session = boto3.session.Session(
-        aws_access_key_id=_secret(settings.access_key_id),
-        aws_secret_access_key=_secret(settings.secret_access_key),
-        region_name=settings.region,
-    )
-    config = Config(
+    key = (settings.region, _secret(settings.access_key_id), _secret(settings.secret_access_key))
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            session = _SESSIONS[key] = boto3.session.Session(
+                aws_access_key_id=key[1], aws_secret_access_key=key[2], region_name=key[0]
+            )
+        return session.client(service, endpoint_url=settings.endpoint_url, config=_config(settings))
+
+
+_SESSIONS: dict[tuple[str | None, str | None, str | None], boto3.session.Session] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _config(settings: AwsSettings) -> Config:
+    return Config(
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
         retries={"max_attempts": settings.max_attempts, "mode": "standard"},
         s3={"addressing_style": "path"} if settings.endpoint_url else None,
     )
-    return session.client(service, endpoint_url=settings.endpoint_url, config=config)
 
 
 def _secret(value: Any) -> str | None:

@@ -40,7 +40,7 @@ class Probe(BaseModel):
     hint: str = ""
 
 
-@ops_task("run-health-checks", timeout_s=120)
+@ops_task("run-health-checks")
 def run_health_checks(settings: HttpSettings) -> list[CheckResult]:
     """One result per configured endpoint, all requested at once; never raises.
 

@@ -29,7 +29,7 @@ class EventCount(BaseModel):
     complete: bool  # False when MAX_PAGES was reached: the count is a lower bound
 
 
-@ops_task("run-logs-checks", timeout_s=180)
+@ops_task("run-logs-checks")
 def run_logs_checks(settings: AwsSettings, now: datetime | None = None) -> list[CheckResult]:
     """One result per configured error pattern, counted over the window ending at ``now``.
 

@@ -116,8 +116,10 @@ def run_command(
         raise ToolMissing(f"{what}: {argv[0]} not found", hint="install it or fix PATH") from exc
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException as exc:  # a deadline, or our own run being cancelled or interrupted
         _kill_group(proc)
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            raise
         raise CommandTimedOut(
             f"{what} did not finish within its {timeout:.0f} s deadline and was killed",
             hint="look for a stalled disk, network or lock; raise the deadline only if it is "

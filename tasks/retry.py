@@ -8,10 +8,10 @@ idempotent. Everything else fails at once, with its message.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
-from prefect import Task, task
+from prefect import Task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
@@ -19,7 +19,8 @@ from prefect.tasks import exponential_backoff
 
 from tasks.errors import RunbookError
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -37,14 +38,15 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
     return False
 
 
-def ops_task(name: str, *, retries: int = 0, timeout_s: float | None = None) -> Callable[[F], F]:
+def ops_task(name: str, *, retries: int = 0) -> Callable[[Callable[P, R]], Task[P, R]]:
     """Decorate an operations step as a Prefect task.
 
     No caching (every call does real work on live systems); retries, when asked for, are
-    bounded, backed off exponentially from 2 s, jittered, and only on transient errors.
+    bounded, backed off exponentially from 2 s, jittered, and only on transient errors. No task
+    timeout: it cannot interrupt a blocking call in a worker thread, so every subprocess, query
+    and HTTP call carries its own deadline instead.
     """
-
-    options: dict[str, Any] = {"name": name, "cache_policy": NO_CACHE, "timeout_seconds": timeout_s}
+    options: dict[str, Any] = {"name": name, "cache_policy": NO_CACHE}
     if retries:
         options.update(
             retries=retries,
@@ -53,7 +55,7 @@ def ops_task(name: str, *, retries: int = 0, timeout_s: float | None = None) -> 
             retry_condition_fn=retry_transient,
         )
 
-    def decorate(fn: F) -> F:
-        return cast(F, task(fn, **options))
+    def decorate(fn: Callable[P, R]) -> Task[P, R]:
+        return Task(fn, **options)
 
     return decorate

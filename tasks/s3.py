@@ -29,7 +29,7 @@ PUBLIC_GROUPS = (
 CANARY_BYTES = 4096
 
 
-@ops_task("run-s3-checks", timeout_s=300)
+@ops_task("run-s3-checks")
 def run_s3_checks(settings: AwsSettings) -> list[CheckResult]:
     """Every check on every configured bucket (``RUNBOOK_AWS_BUCKETS``); never raises.
 

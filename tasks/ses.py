@@ -20,7 +20,7 @@ REPUTATION_HINTS = {
 }
 
 
-@ops_task("run-ses-checks", timeout_s=120)
+@ops_task("run-ses-checks")
 def run_ses_checks(settings: AwsSettings) -> list[CheckResult]:
     """Quota use, bounce and complaint rates, identities verified, DKIM; never raises.
 

@@ -46,7 +46,7 @@ class StripeAuthError(StripeCheckError):
     """The API key is missing, wrong, or lacks a permission."""
 
 
-@ops_task("run-stripe-checks", timeout_s=180)
+@ops_task("run-stripe-checks")
 def run_stripe_checks(
     settings: StripeSettings, dsn: SecretStr, now: datetime | None = None
 ) -> list[CheckResult]:

@@ -194,7 +194,7 @@ class PgBackRest(BackupEngine):
             f"--pg1-path={destination}",
             f"--set={backup.label}",
             f"--process-max={self.process_max}",
-            *_target_options(request.target),
+            *target_options(request.target),
         ]
         if not request.archive_into_repository:
             args.append("--archive-mode=off")
@@ -272,7 +272,7 @@ def previous_segment(segment: str) -> str | None:
     return f"{timeline}{number // SEGMENTS_PER_XLOGID:08X}{number % SEGMENTS_PER_XLOGID:08X}"
 
 
-def _target_options(target: RecoveryTarget) -> list[str]:
+def target_options(target: RecoveryTarget) -> list[str]:
     if target.type == "immediate":
         return ["--type=immediate", "--target-action=promote"]
     options = [f"--type={target.type}", f"--target={target.value}", "--target-action=promote"]
