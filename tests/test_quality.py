@@ -79,7 +79,9 @@ def _free_port() -> int:
 def cluster() -> Iterator[Cluster]:
     """A seeded PostgreSQL 15 cluster on 127.0.0.1, password auth over TCP."""
     if not (PG_BIN / "initdb").exists() or os.geteuid() != 0:
-        pytest.fail("these tests need root and the PostgreSQL 15 binaries (make test installs them)")
+        pytest.fail(
+            "these tests need root and the PostgreSQL 15 binaries (make test installs them)"
+        )
     base = Path(tempfile.mkdtemp(prefix="quality-pg-", dir="/tmp"))
     # A space and a slash, so the DSN carries the password percent-encoded.
     password = f"qa pw/{secrets.token_hex(8)}"

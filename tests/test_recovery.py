@@ -7,11 +7,15 @@ the earlier stage.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -349,6 +353,61 @@ def test_second_recovery_is_refused_while_the_first_waits_for_approval(
     answer_approval(holder, **REJECT)
     thread.join(timeout=60)
     assert first and first[0].is_cancelled()
+
+
+def test_restore_stalled_past_its_deadline_is_killed_and_leaves_nothing(
+    prefect_server, history, use_platform, monkeypatch
+):
+    box, stages = history
+    monkeypatch.setenv("RUNBOOK_BACKUP_RESTORE_DEADLINE_S", "0.05")
+    settings = use_platform(box)
+    before = restore_dirs(box)
+    with decisions("point-in-time-recovery", APPROVE), pytest.raises(Exception, match="deadline"):
+        point_in_time_recovery(target_time=stages.between(1).isoformat())
+    assert restore_dirs(box) == before
+    assert stage_at(settings.live_dsn()) == 3
+
+
+def test_people_decide_from_the_command_line(prefect_server, history, use_platform):
+    box, stages = history
+    use_platform(box)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    outcome: list = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(
+            point_in_time_recovery(target_time=stages.between(1).isoformat(), return_state=True)
+        ),
+        daemon=True,
+    )
+    thread.start()
+    run_id = str(wait_for_paused_run("point-in-time-recovery"))
+    runbook = str(Path(sys.executable).parent / "runbook")
+    refused = subprocess.run(
+        [runbook, "approve", run_id, "--approver", "dave", "--reason", " "],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "approver and a reason" in refused.stderr
+    rejected = subprocess.run(
+        [runbook, "reject", run_id, "--approver", "dave", "--reason", "not this one"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    thread.join(timeout=60)
+    assert outcome[0].is_cancelled() and "rejected by dave: not this one" in outcome[0].message
+    again = subprocess.run(
+        [runbook, "approve", run_id, "--approver", "dave", "--reason", "x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 2 and "not waiting for approval" in again.stderr
 
 
 # -- replace, its failure, and its rollback ------------------------------------------------

@@ -26,6 +26,8 @@ def test_verify_backup_passes_on_a_good_backup_and_removes_the_scratch_cluster(
 ):
     use_platform(platform)
     label = engine_for(platform).list_backups()[0].label
+    repository = engine_for(platform).verify_repository(label)
+    assert repository.ok and "status: valid" in repository.detail
     report = verify_backup(backup_label=label)
 
     assert report.passed and report.backup_label == label
@@ -59,6 +61,8 @@ def test_verify_backup_of_a_corrupted_backup_fails_naming_the_check(
     for offset in random.Random(7).sample(range(len(data)), 64):
         data[offset] ^= 0xFF
     victim.write_bytes(bytes(data))
+    repository = engine_for(fresh_platform).verify_repository(backup.label)
+    assert not repository.ok and "checksum invalid: 1" in repository.detail
 
     with pytest.raises(VerificationFailed, match=r"check 'restore'"):
         verify_backup(backup_label=backup.label)

@@ -39,6 +39,7 @@ SEGMENTS_PER_XLOGID = 0x100  # 16 MiB segments, the default and what the sandbox
 # Error codes (pgBackRest's build/error/error.yaml) that mean "cannot reach the repository".
 UNREACHABLE_CODES = {39, 41, 46, 49, 55, 103, 104}
 _ERROR_RE = re.compile(r"ERROR: \[(\d+)\]: (.*)", re.DOTALL)
+_VERIFY_PROBLEM_RE = re.compile(r"(missing|checksum invalid|size invalid|other): [1-9]")
 _COMMIT_RE = re.compile(r"desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
 
 
@@ -182,7 +183,9 @@ class PgBackRest(BackupEngine):
             if isinstance(exc, RepositoryUnreachable):
                 raise
             return RepositoryCheck(ok=False, detail=exc.message)
-        return RepositoryCheck(ok=True, detail=out.strip()[-500:] or "ok")
+        # verify reports problems in its output as counts, whatever its exit code says
+        bad = "status: invalid" in out or _VERIFY_PROBLEM_RE.search(out) is not None
+        return RepositoryCheck(ok=not bad, detail=out.strip()[-1000:] or "ok")
 
     def restore(self, request: RestoreRequest) -> RestoreResult:
         destination = Path(request.destination)
