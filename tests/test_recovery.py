@@ -382,31 +382,23 @@ def test_people_decide_from_the_command_line(prefect_server, history, use_platfo
     thread.start()
     run_id = str(wait_for_paused_run("point-in-time-recovery"))
     runbook = str(Path(sys.executable).parent / "runbook")
-    refused = subprocess.run(
-        [runbook, "approve", run_id, "--approver", "dave", "--reason", " "],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [runbook, *args, run_id, "--approver", "dave"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    refused = cli("approve", "--reason", " ")
     assert refused.returncode == 2 and "approver and a reason" in refused.stderr
-    rejected = subprocess.run(
-        [runbook, "reject", run_id, "--approver", "dave", "--reason", "not this one"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    rejected = cli("reject", "--reason", "not this one")
     assert rejected.returncode == 0, rejected.stderr
     thread.join(timeout=60)
     assert outcome[0].is_cancelled() and "rejected by dave: not this one" in outcome[0].message
-    again = subprocess.run(
-        [runbook, "approve", run_id, "--approver", "dave", "--reason", "x"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = cli("approve", "--reason", "x")
     assert again.returncode == 2 and "not waiting for approval" in again.stderr
 
 
