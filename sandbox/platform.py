@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -339,11 +338,3 @@ def _healthy(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RefusedError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.2)
