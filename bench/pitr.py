@@ -69,12 +69,11 @@ from bench.verify_backup import (  # noqa: E402
     engine_for,
     live_dsn,
     log,
-    prepare,
     print_pairs,
     print_summary,
     restore_and_promote,
     run_in_sandbox,
-    write_state,
+    start_sandbox,
 )
 from bench.verify_backup import parse_args as parse_sandbox_args  # noqa: E402
 
@@ -408,10 +407,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def bench(box: Sandbox, args: argparse.Namespace) -> bool:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    log("starting the sandbox")
-    box.up()
-    write_state(box.root, pg_port=box.settings.pg_port)
-    prepared = prepare(box, args.scale, args.reuse)
+    prepared = start_sandbox(box, args)
     target = prepare_target(box, prepared, args.wal_mb)
     log(f"starting the Prefect server: {box.start_prefect_server()}")
     pairs: list[tuple[BareRun, PitrFlowRun]] = []

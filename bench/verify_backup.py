@@ -373,11 +373,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def bench(box: Sandbox, args: argparse.Namespace) -> bool:
+def start_sandbox(box: Sandbox, args: argparse.Namespace) -> Prepared:
+    """Start the sandbox, remember its port for ``--reuse``, generate data and back it up."""
     log("starting the sandbox")
     box.up()
     write_state(box.root, pg_port=box.settings.pg_port)
-    prepared = prepare(box, args.scale, args.reuse)
+    return prepare(box, args.scale, args.reuse)
+
+
+def bench(box: Sandbox, args: argparse.Namespace) -> bool:
+    prepared = start_sandbox(box, args)
     log(f"starting the Prefect server: {box.start_prefect_server()}")
     pairs: list[tuple[BareRun, FlowRun]] = []
     for i in range(1, args.pairs + 1):
