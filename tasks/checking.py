@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +18,15 @@ Check = tuple[str, Callable[[], CheckResult]]
 
 
 def in_threads(calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Run the calls at once in threads (bounded by the calls' own timeouts); results in order."""
+    """Run the calls at once in threads (bounded by the calls' own timeouts); results in order.
+
+    Each call runs in a copy of the caller's context, so that inside a task it logs to that task
+    run and shares its Prefect client (a new client costs ~30 ms of CPU for its TLS context).
+    """
     if not calls:
         return []
     with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(calls))) as pool:
-        futures = [pool.submit(call) for call in calls]
+        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
         return [future.result() for future in futures]
 
 
