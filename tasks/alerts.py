@@ -46,9 +46,12 @@ def check_resource_id(check: CheckResult) -> str:
     return f"runbook.check.{slug}"
 
 
-@ops_task("emit-check-events")
 def emit_check_events(flow_name: str, checks: list[CheckResult]) -> int:
-    """One ``runbook.check.failed`` event per failed check (related to this flow run)."""
+    """One ``runbook.check.failed`` event per failed check (related to this flow run).
+
+    Not a task: ``emit_event`` only queues each event for Prefect's events worker, which sends
+    them in the background, so there is nothing to retry or wait for.
+    """
     failed = [c for c in checks if c.failed]
     for check in failed:
         emit_event(
@@ -70,37 +73,40 @@ def emit_check_events(flow_name: str, checks: list[CheckResult]) -> int:
     return len(failed)
 
 
-def _find_by_name(name: str) -> str:
-    """``type-slug/name`` of the one notification block called ``name``."""
-    found: list[str] = []
+def _find_by_names(names: list[str]) -> dict[str, list[str]]:
+    """``type-slug/name`` of every notification block called one of ``names``, by name (one
+    listing for all of them)."""
+    found: dict[str, list[str]] = {name: [] for name in names}
     with get_client(sync_client=True) as client:
         offset = 0
         while True:
             page = client.read_block_documents(offset=offset, limit=PAGE, include_secrets=False)
-            found += [
-                f"{doc.block_type.slug}/{doc.name}"
-                for doc in page
-                if doc.name == name
-                and doc.block_type is not None
-                and doc.block_schema is not None
-                and "notify" in doc.block_schema.capabilities
-            ]
+            for doc in page:
+                if (
+                    doc.name in found
+                    and doc.block_type is not None
+                    and doc.block_schema is not None
+                    and "notify" in doc.block_schema.capabilities
+                ):
+                    found[doc.name].append(f"{doc.block_type.slug}/{doc.name}")
             if len(page) < PAGE:
-                break
+                return found
             offset += PAGE
-    if len(found) != 1:
+
+
+def _the_one(name: str, slugs: list[str]) -> str:
+    if len(slugs) != 1:
         raise NotificationFailed(
-            f"{'no' if not found else 'more than one'} notification block named {name!r}"
-            + (f" ({', '.join(found)})" if found else ""),
+            f"{'no' if not slugs else 'more than one'} notification block named {name!r}"
+            + (f" ({', '.join(slugs)})" if slugs else ""),
             hint="create it in the Prefect UI (Blocks), or name it as type-slug/name in "
             "RUNBOOK_MAINTENANCE_NOTIFICATION_BLOCKS",
         )
-    return found[0]
+    return slugs[0]
 
 
-def load_notification_block(ref: str) -> NotificationBlock:
-    """The block ``ref`` names: ``type-slug/name``, or a name alone (any notification type)."""
-    slug = ref if "/" in ref else _find_by_name(ref)
+def load_notification_block(slug: str) -> NotificationBlock:
+    """The notification block ``type-slug/name``."""
     try:
         block = Block.load(slug)
     except (ValueError, KeyError) as exc:
@@ -117,19 +123,53 @@ def load_notification_block(ref: str) -> NotificationBlock:
     return block
 
 
-def send_notification(ref: str, subject: str, body: str) -> CheckResult:
+def _unusable(ref: str, exc: Exception) -> CheckResult:
+    if isinstance(exc, NotificationFailed):
+        return CheckResult(
+            name=f"notify {ref}", status="fail", system=SYSTEM, detail=exc.message, hint=exc.hint
+        )
+    return CheckResult(
+        name=f"notify {ref}",
+        status="fail",
+        system=SYSTEM,
+        detail=f"cannot load the block: {type(exc).__name__}: {str(exc)[:200]}",
+        hint="check that the Prefect API is reachable; the report artifact and the events "
+        "still carry every failure",
+    )
+
+
+Channels = dict[str, NotificationBlock | CheckResult]  # by ref: the block, or why it is unusable
+
+
+@ops_task("load-notification-channels", persist_result=False)  # the blocks hold secrets
+def load_notification_channels(refs: list[str]) -> Channels:
+    """Every configured notification block, loaded before it is needed (the daily flow does
+    this while its checks run); a block that cannot be loaded is a failed result, reported on
+    every run, not only on the day it is needed. ``refs``: ``type-slug/name``, or a name alone
+    (any notification type)."""
+    names = [ref for ref in refs if "/" not in ref]
+    try:
+        found = _find_by_names(names) if names else {}
+    except Exception as exc:  # noqa: BLE001 - an API failure is a failed result per channel
+        return {ref: _unusable(ref, exc) for ref in refs}
+
+    def load(ref: str) -> NotificationBlock | CheckResult:
+        try:
+            return load_notification_block(ref if "/" in ref else _the_one(ref, found[ref]))
+        except Exception as exc:  # noqa: BLE001 - reported as a failed result, never raised
+            return _unusable(ref, exc)
+
+    return dict(zip(refs, in_threads([partial(load, ref) for ref in refs]), strict=True))
+
+
+def send_notification(ref: str, block: NotificationBlock, subject: str, body: str) -> CheckResult:
     """Deliver through one block; a failure is a failed result naming the block, never raised."""
     name = f"notify {ref}"
     try:
-        block = load_notification_block(ref)
         with block.raise_on_failure():
             sent: Any = block.notify(body=body, subject=subject)
             if inspect.isawaitable(sent):  # blocks whose notify is async only
                 run_coro_as_sync(cast(Any, sent))
-    except NotificationFailed as exc:
-        return CheckResult(
-            name=name, status="fail", system=SYSTEM, detail=exc.message, hint=exc.hint
-        )
     except Exception as exc:  # noqa: BLE001 - any delivery error is reported, not raised
         return CheckResult(
             name=name,
@@ -143,13 +183,21 @@ def send_notification(ref: str, subject: str, body: str) -> CheckResult:
 
 
 @ops_task("notify-on-call")
-def notify_on_call(blocks: list[str], report: MaintenanceReport) -> list[CheckResult]:
-    """When a check failed, send the failures and their hints through every configured block
-    at once; one result per block (nothing is sent, and none returned, when all passed)."""
-    if not report.failed:
+def notify_on_call(channels: Channels, report: MaintenanceReport) -> list[CheckResult]:
+    """When a check failed, or a channel cannot be used, send the failures and their hints
+    through every usable channel at once; then a result per channel, in the channels' order.
+    Nothing to tell: nothing sent, no results."""
+    unusable = [c for c in channels.values() if isinstance(c, CheckResult)]
+    if not report.failed and not unusable:
         return []
-    subject, body = report.notification()
-    results = in_threads([partial(send_notification, ref, subject, body) for ref in blocks])
+    told = report.model_copy(update={"checks": [*report.checks, *unusable]})
+    subject, body = told.notification()
+    usable = {ref: c for ref, c in channels.items() if isinstance(c, NotificationBlock)}
+    sent = in_threads(
+        [partial(send_notification, ref, block, subject, body) for ref, block in usable.items()]
+    )
+    by_ref = dict(zip(usable, sent, strict=True))
+    results = [c if isinstance(c, CheckResult) else by_ref[ref] for ref, c in channels.items()]
     logger = run_logger()
     for result in results:
         logger.info("%s: %s %s", result.name, result.status, result.detail)

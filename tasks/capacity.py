@@ -65,11 +65,13 @@ def capacity_sample(
     return sample
 
 
-@ops_task("record-capacity-sample")
 def record_capacity_sample(
     checks: list[CheckResult], series: list[CapacitySeries], state_dir: Path, at: datetime
 ) -> CheckResult:
-    """Append today's sample to the state dir's samples file; the result says how that went."""
+    """Append today's sample to the state dir's samples file; the result says how that went.
+
+    Not a task: a local append with nothing to retry, whose failure is a failed result already.
+    """
     path = state_dir / SAMPLES_FILE
 
     def record() -> CheckResult:

@@ -18,7 +18,6 @@ from prefect.states import Completed, State
 from pydantic import AwareDatetime, BaseModel
 
 from tasks.reports import CheckResult, Status, markdown_table, publish_markdown, publish_table
-from tasks.retry import ops_task
 
 UNHEALTHY = "Unhealthy"
 P = ParamSpec("P")
@@ -157,10 +156,14 @@ def gather_checks(
     return results
 
 
-@ops_task("publish-report")
 def publish_report(report: MaintenanceReport) -> str:
     """The table artifact (system, check, status, figure, hint) and the markdown summary,
-    keyed by the flow's name; returns the summary line."""
+    keyed by the flow's name; returns the summary line.
+
+    Not a task: two artifact calls on the flow run's own client, nothing to retry that the
+    flow's final state change would not need as well (each task run is Prefect bookkeeping on
+    the client and the server).
+    """
     publish_table(report.flow, report.table_rows(), description=report.summary())
     publish_markdown(f"{report.flow}-summary", report.markdown(), description=report.summary())
     return report.summary()

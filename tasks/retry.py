@@ -38,15 +38,22 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
     return False
 
 
-def ops_task(name: str, *, retries: int = 0) -> Callable[[Callable[P, R]], Task[P, R]]:
+def ops_task(
+    name: str, *, retries: int = 0, persist_result: bool | None = None
+) -> Callable[[Callable[P, R]], Task[P, R]]:
     """Decorate an operations step as a Prefect task.
 
     No caching (every call does real work on live systems); retries, when asked for, are
     bounded, backed off exponentially from 2 s, jittered, and only on transient errors. No task
     timeout: it cannot interrupt a blocking call in a worker thread, so every subprocess, query
-    and HTTP call carries its own deadline instead.
+    and HTTP call carries its own deadline instead. ``persist_result=False``: the result is
+    never written to result storage, whatever the flow says (for results that hold secrets).
     """
-    options: dict[str, Any] = {"name": name, "cache_policy": NO_CACHE}
+    options: dict[str, Any] = {
+        "name": name,
+        "cache_policy": NO_CACHE,
+        "persist_result": persist_result,
+    }
     if retries:
         options.update(
             retries=retries,

@@ -10,10 +10,12 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from prefect.blocks.abstract import NotificationBlock
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -25,9 +27,10 @@ from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNam
 from flows.maintenance.daily import daily_health_check
 from sandbox.notifications import receiver_url, register_notification_blocks
 from sandbox.platform import Sandbox
-from tasks.alerts import CHECK_FAILED_EVENT
+from tasks.alerts import CHECK_FAILED_EVENT, load_notification_channels, notify_on_call
 from tasks.capacity import SAMPLES_FILE
 from tasks.health_report import UNHEALTHY, MaintenanceReport
+from tasks.reports import CheckResult
 
 SYSTEMS = {"postgres", "http", "s3", "ses", "stripe", "logs"}
 EVENTS_DEADLINE_S = 30
@@ -165,3 +168,28 @@ def test_daily_health_check_reports_a_hanging_service_as_timed_out_and_the_other
     assert statuses[("http", "app-health")] == "ok"
     assert ("stripe", "unprocessed events") in statuses
     assert elapsed < 60
+
+
+def test_a_notification_block_that_cannot_be_loaded_is_reported_through_the_others(
+    on_platform, oncall
+):
+    channels = load_notification_channels.fn(["runbook-oncall", "no-such-block"])
+    assert isinstance(channels["runbook-oncall"], NotificationBlock)
+    missing = channels["no-such-block"]
+    assert isinstance(missing, CheckResult)
+    assert missing.status == "fail"
+    assert "no notification block named 'no-such-block'" in missing.detail
+    assert "RUNBOOK_MAINTENANCE_NOTIFICATION_BLOCKS" in missing.hint
+
+    healthy = MaintenanceReport(flow="daily-health-check", started_at=datetime.now(UTC), checks=[])
+    results = notify_on_call.fn(channels, healthy)  # nothing failed but a channel is unusable
+    assert [(r.name, r.status) for r in results] == [
+        ("notify runbook-oncall", "ok"),
+        ("notify no-such-block", "fail"),
+    ]
+    (message,) = httpx.get(oncall, timeout=5).json()
+    assert "alerts/notify no-such-block" in message["text"]
+
+    everything_usable = load_notification_channels.fn(["custom-webhook/runbook-oncall"])
+    assert notify_on_call.fn(everything_usable, healthy) == []  # nothing to tell: nothing sent
+    assert len(httpx.get(oncall, timeout=5).json()) == 1

@@ -3,8 +3,9 @@
 Every system's checks run at once; whatever does not answer within the deadline is a failed
 check of its own, so one slow or broken system never hides the others. The report is a table
 and a markdown summary; each failed check emits ``runbook.check.failed``, and on-call hears of
-failures through the notification blocks. Today's capacity sample is kept for the monthly
-planning. The run ends Completed, named ``Unhealthy`` when a check failed (tasks.health_report).
+failures through the notification blocks, loaded while the checks run. Today's capacity
+sample is kept for the monthly planning. The run ends Completed, named ``Unhealthy`` when a
+check failed (tasks.health_report).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from prefect import flow
 from prefect.states import State
 
-from tasks.alerts import emit_check_events, notify_on_call
+from tasks.alerts import emit_check_events, load_notification_channels, notify_on_call
 from tasks.backups.operations import build_engine
 from tasks.capacity import record_capacity_sample
 from tasks.database_health import run_postgres_checks
@@ -61,6 +62,7 @@ def daily_health_check() -> MaintenanceReport | State[Any]:
     """Check PostgreSQL, HTTP, S3, SES, Stripe and the error logs at once; report and alert."""
     settings = load_settings()
     maintenance, started = settings.maintenance, datetime.now(UTC)
+    channels = start_task(load_notification_channels, maintenance.notification_blocks)
     running = {
         system: start_task(checks, *args)
         for system, (checks, args) in daily_checks(settings).items()
@@ -68,8 +70,8 @@ def daily_health_check() -> MaintenanceReport | State[Any]:
     report = MaintenanceReport(
         flow=FLOW, started_at=started, checks=gather_checks(running, maintenance.check_deadline_s)
     )
-    start_task(emit_check_events, FLOW, report.checks)
-    telling = start_task(notify_on_call, maintenance.notification_blocks, report)
+    emit_check_events(FLOW, report.checks)
+    telling = start_task(notify_on_call, channels.result(), report)  # loaded long ago
     sample = record_capacity_sample(
         report.checks, maintenance.capacity_series, maintenance.state_dir, started
     )
