@@ -29,6 +29,9 @@ PUBLIC_GROUPS = (
 CANARY_BYTES = 4096
 
 
+PUBLIC_ACCESS = ("public access block", "public policy or ACL")
+
+
 @ops_task("run-s3-checks")
 def run_s3_checks(settings: AwsSettings) -> list[CheckResult]:
     """Every check on every configured bucket (``RUNBOOK_AWS_BUCKETS``); never raises.
@@ -36,15 +39,34 @@ def run_s3_checks(settings: AwsSettings) -> list[CheckResult]:
     Per bucket: reachable, public access block, public policy or ACL, default encryption,
     canary object (put, read back byte-exact, delete), storage used (``metrics["s3_bytes"]``).
     """
+    return _every_bucket(settings, public_access_only=False)
+
+
+@ops_task("run-s3-public-access-checks")
+def run_s3_public_access_checks(settings: AwsSettings) -> list[CheckResult]:
+    """The weekly security review's part: per bucket, reachable, public access block, and
+    public policy or ACL. Writes nothing (no canary); never raises."""
+    return _every_bucket(settings, public_access_only=True)
+
+
+def _every_bucket(settings: AwsSettings, *, public_access_only: bool) -> list[CheckResult]:
     if not settings.buckets:
         return [not_configured(SYSTEM, "buckets", "list the buckets in RUNBOOK_AWS_BUCKETS")]
     client = aws_client(settings, "s3")
-    per_bucket = in_threads([partial(bucket_checks, client, settings, b) for b in settings.buckets])
+    per_bucket = in_threads(
+        [
+            partial(bucket_checks, client, settings, b, public_access_only=public_access_only)
+            for b in settings.buckets
+        ]
+    )
     return [result for results in per_bucket for result in results]
 
 
-def bucket_checks(client: Any, settings: AwsSettings, bucket: str) -> list[CheckResult]:
-    """All checks of one bucket, in order; the rest are skipped when it cannot be reached."""
+def bucket_checks(
+    client: Any, settings: AwsSettings, bucket: str, *, public_access_only: bool = False
+) -> list[CheckResult]:
+    """The checks of one bucket, in order (only ``PUBLIC_ACCESS`` after reachable, if asked);
+    the rest are skipped when it cannot be reached."""
     reachable = timed_check(
         f"{bucket}: reachable", lambda: _reachable(client, bucket), system=SYSTEM
     )
@@ -55,6 +77,8 @@ def bucket_checks(client: Any, settings: AwsSettings, bucket: str) -> list[Check
         ("canary object", lambda: _canary(client, bucket, settings.canary_prefix)),
         ("storage used", lambda: _storage(client, bucket, settings)),
     ]
+    if public_access_only:
+        checks = [(name, fn) for name, fn in checks if name in PUBLIC_ACCESS]
     if reachable.failed:
         return [reachable] + [
             CheckResult(

@@ -230,20 +230,3 @@ def run_security_checks(
     for check in checks:
         logger.info("security %s: %s %s", check.name, check.status, check.figure)
     return checks
-
-
-# part A's S3 checks, by the names tasks/s3.py gives them: "<bucket>: public access block"...
-PUBLIC_ACCESS_CHECKS = (": public access block", ": public policy or ACL")
-
-
-def public_access_checks(checks: list[CheckResult]) -> list[CheckResult]:
-    """Of the S3 results, those about public access (and any saying why they could not run);
-    every other system's results are kept as they are."""
-    return [
-        c
-        for c in checks
-        if c.system != "s3"
-        or c.name.endswith(PUBLIC_ACCESS_CHECKS)
-        or (c.status in ("fail", "skipped") and ":" not in c.name)  # no bucket reached at all
-        or (c.failed and c.name.endswith(": reachable"))
-    ]

@@ -6,7 +6,7 @@ from botocore.awsrequest import AWSResponse
 from pydantic import SecretStr
 
 from tasks.aws import aws_client
-from tasks.s3 import bucket_checks, run_s3_checks
+from tasks.s3 import bucket_checks, run_s3_checks, run_s3_public_access_checks
 from tests.conftest import settings_for
 
 
@@ -55,6 +55,18 @@ def test_wrong_aws_credentials_fail_each_bucket_with_a_credentials_hint(platform
     assert all("RUNBOOK_AWS_ACCESS_KEY_ID" in r.hint for r in reachable)
     assert {r.status for r in results} == {"fail", "skipped"}
     assert all(r.hint for r in results)
+
+
+def test_public_access_checks_alone_skip_the_rest_when_a_bucket_cannot_be_reached(platform):
+    wrong = SecretStr("AKIAWRONGWRONGWRONG1")
+    settings = settings_for(platform).aws.model_copy(update={"access_key_id": wrong})
+    results = run_s3_public_access_checks.fn(settings)
+    assert [(r.name, r.status) for r in results if r.name.startswith("linkist-uploads")] == [
+        ("linkist-uploads: reachable", "fail"),
+        ("linkist-uploads: public access block", "skipped"),
+        ("linkist-uploads: public policy or ACL", "skipped"),
+    ]
+    assert len(results) == 6
 
 
 def test_an_injected_503_fails_only_the_check_it_hits_with_a_retry_hint(platform):

@@ -27,8 +27,8 @@ from tasks.performance_review import (
     review_statements,
     save_performance_baseline,
 )
-from tasks.s3 import run_s3_checks
-from tasks.security_review import public_access_checks, run_security_checks
+from tasks.s3 import run_s3_public_access_checks
+from tasks.security_review import run_security_checks
 from tasks.settings import load_settings
 
 PERFORMANCE = "weekly-performance-review"
@@ -60,9 +60,9 @@ def weekly_security_review() -> MaintenanceReport | State[Any]:
         "security": start_task(
             run_security_checks, settings.live_dsn(), maintenance.security, started
         ),
-        "s3": start_task(run_s3_checks, settings.aws),
+        "s3": start_task(run_s3_public_access_checks, settings.aws),
     }
-    checks = public_access_checks(gather_checks(running, maintenance.check_deadline_s))
+    checks = gather_checks(running, maintenance.check_deadline_s)
     report = MaintenanceReport(flow=SECURITY, started_at=started, checks=checks)
     publish_report(report)
     emit_check_events(SECURITY, report.checks)
