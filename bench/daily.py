@@ -33,33 +33,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 from sandbox.platform import Sandbox
 from tasks.backups.base import BackupKind
 from tasks.backups.pgbackrest import PgBackRest
-from tasks.cluster import free_port
 from tasks.settings import CONFIG_ENV, SandboxSettings, load_settings
 
-RESULT_PREFIX = "BENCH-RESULT "
-SPAWNED_AT_ENV = "BENCH_SPAWNED_AT"
+if __package__ in (None, ""):  # run as ``bench/daily.py``: make the ``bench`` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.verify_backup import (  # noqa: E402
+    RESULT_PREFIX,
+    SPAWNED_AT_ENV,
+    log,
+    run_child,
+    run_in_sandbox,
+)
+
 PIDS_ENV = "BENCH_SANDBOX_PIDS"
 EMPTY_RUNS = 5
 CHILD_DEADLINE_S = 1800
 TARGET_FACTOR = 1.5
-
-
-def log(message: str) -> None:
-    print(f"{datetime.now():%H:%M:%S.%f}"[:-3] + f"  {message}", flush=True)
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def prepare(box: Sandbox) -> None:
     log(f"starting the Prefect server: {box.start_prefect_server()}")
 
 
-def run_child(box: Sandbox, rounds: int) -> Measured:
+def measure_in_child(box: Sandbox, rounds: int) -> Measured:
     pids = {name: pid for name, pid in box.status().processes.items() if pid is not None}
     env = {
         **os.environ,
@@ -177,19 +177,8 @@ def run_child(box: Sandbox, rounds: int) -> Measured:
         PIDS_ENV: json.dumps(pids),
         SPAWNED_AT_ENV: repr(time.time()),
     }
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--measure", str(rounds)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CHILD_DEADLINE_S,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join((proc.stderr + proc.stdout).splitlines()[-30:])
-        raise RuntimeError(f"the measuring process failed (exit {proc.returncode}):\n{tail}")
-    raw = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+    argv = [str(Path(__file__).resolve()), "--measure", str(rounds)]
+    raw = run_child(argv, env, CHILD_DEADLINE_S, "the measuring process")
     return Measured(**(raw | {"rounds": [Round(**r) for r in raw["rounds"]]}))
 
 
@@ -274,6 +263,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, help="a new sandbox dir (default: one in /var/tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the sandbox dir at the end")
     parser.add_argument("--measure", type=int, metavar="ROUNDS", help=argparse.SUPPRESS)
+    parser.set_defaults(reuse=False)  # run_in_sandbox's: this benchmark always builds its own
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -282,24 +272,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def bench(box: Sandbox, args: argparse.Namespace) -> bool:
+    prepare(box)
+    log(f"measuring {args.rounds} rounds in one process")
+    return report(measure_in_child(box, args.rounds))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.measure:
         measure(args.measure)
         return 0
-    root = args.dir or Path(tempfile.mkdtemp(prefix="runbook-bench-", dir="/var/tmp"))  # noqa: S108
-    log(f"sandbox in {root}")
-    box = Sandbox(SandboxSettings(dir=root, pg_port=free_port(), prefect_port=free_port()))
-    try:
-        prepare(box)
-        log(f"measuring {args.rounds} rounds in one process")
-        return 0 if report(run_child(box, args.rounds)) else 1
-    finally:
-        log("stopping the sandbox")
-        box.down()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-            log(f"removed {root}")
+    return run_in_sandbox(args, bench)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ from bench.verify_backup import (  # noqa: E402
     Prepared,
     bare_restore_argv,
     bench_tables,
+    child_result,
     engine_for,
     live_dsn,
     log,
@@ -241,10 +242,7 @@ def run_flow(box: Sandbox, prepared: Prepared, target: Target, index: int) -> Pi
         stop_child(proc)
         log(f"the flow's output ({output}) ends with:\n{tail(output)}")
         raise
-    lines = [ln for ln in output.read_text().splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"the flow run failed (exit {proc.returncode}):\n{tail(output)}")
-    values = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+    values = child_result(proc.returncode, output.read_text(errors="replace"), "the flow run")
     remove_scratch_cluster.fn(ScratchCluster.model_validate(values.pop("restore_to")))
     statuses = values.pop("statuses")
     log(f"  checks: {', '.join(f'{name} {status}' for name, status in statuses.items())}")

@@ -260,19 +260,31 @@ def run_flow(box: Sandbox, prepared: Prepared) -> FlowRun:
         "RUNBOOK_PG_TABLES": json.dumps(bench_tables(prepared.scale)),
         SPAWNED_AT_ENV: repr(time.time()),
     }
+    argv = [str(Path(__file__).resolve()), "--flow-once", prepared.label]
+    return FlowRun(**run_child(argv, env, FLOW_DEADLINE_S, "the flow run"))
+
+
+def child_result(returncode: int, output: str, what: str) -> Any:
+    """The JSON a measuring child printed last after ``RESULT_PREFIX``; when it failed, a
+    RuntimeError naming ``what``, with the end of its output."""
+    lines = [ln for ln in output.splitlines() if ln.startswith(RESULT_PREFIX)]
+    if returncode != 0 or not lines:
+        tail = "\n".join(output.splitlines()[-30:])
+        raise RuntimeError(f"{what} failed (exit {returncode}):\n{tail}")
+    return json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+
+
+def run_child(argv: list[str], env: dict[str, str], timeout_s: float, what: str) -> Any:
+    """``python argv...`` in a new process, waited for; its ``child_result``."""
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--flow-once", prepared.label],
+        [sys.executable, *argv],
         env=env,
         capture_output=True,
         text=True,
-        timeout=FLOW_DEADLINE_S,
+        timeout=timeout_s,
         check=False,
     )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join((proc.stderr + proc.stdout).splitlines()[-30:])
-        raise RuntimeError(f"the flow run failed (exit {proc.returncode}):\n{tail}")
-    return FlowRun(**json.loads(lines[-1].removeprefix(RESULT_PREFIX)))
+    return child_result(proc.returncode, proc.stderr + proc.stdout, what)
 
 
 def flow_once(label: str) -> None:
