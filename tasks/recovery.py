@@ -202,6 +202,23 @@ def ensure_lock_exists(name: str) -> None:
                 )
 
 
+def lock_refusal(stanza: str, wait_s: float, holder: dict[str, Any]) -> RecoveryBusy:
+    """Name the run holding the lock, or say that none is recorded and what that means."""
+    if holder:
+        return RecoveryBusy(
+            f"another recovery holds stanza {stanza!r}: run {holder.get('name', '?')!r} "
+            f"({holder.get('flow_run_id', '?')}) since {holder.get('since', '?')}",
+            hint="wait for that run to finish, or reject or cancel it in the Prefect UI",
+        )
+    return RecoveryBusy(
+        f"could not take the recovery lock of stanza {stanza!r} within {wait_s:g} s, and no "
+        "run is recorded as holding it: the Prefect API was slow to answer, or a run that "
+        "ended without releasing it holds the slot until its lease expires (5 minutes)",
+        hint=f"retry; if it persists, raise RUNBOOK_RECOVERY_LOCK_WAIT_S or look at the "
+        f"global concurrency limit {lock_name(stanza)!r} in the Prefect UI",
+    )
+
+
 @contextmanager
 def recovery_lock(stanza: str, wait_s: float) -> Iterator[None]:
     """Hold the cluster's recovery slot for the whole run, approval pauses included.
@@ -216,12 +233,7 @@ def recovery_lock(stanza: str, wait_s: float) -> Iterator[None]:
     try:
         slot.enter_context(concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True))
     except TimeoutError:
-        holder: dict[str, Any] = Variable.get(holder_key, default={}) or {}
-        raise RecoveryBusy(
-            f"another recovery holds stanza {stanza!r}: run {holder.get('name', '?')!r} "
-            f"({holder.get('flow_run_id', '?')}) since {holder.get('since', '?')}",
-            hint="wait for that run to finish, or reject or cancel it in the Prefect UI",
-        ) from None
+        raise lock_refusal(stanza, wait_s, Variable.get(holder_key, default={}) or {}) from None
     with slot:
         context = FlowRunContext.get()
         run = context.flow_run if context else None

@@ -27,6 +27,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ParameterTypeError
 
 from flows.recovery.pitr import point_in_time_recovery
@@ -36,7 +37,7 @@ from tasks.approval import answer_approval
 from tasks.backups.base import BackupKind
 from tasks.errors import RefusedError
 from tasks.postgres import connect, fetch_value, switch_wal, with_port
-from tasks.recovery import RecoveryBusy, RecoveryResult
+from tasks.recovery import RecoveryBusy, RecoveryResult, ensure_lock_exists, lock_name
 from tasks.scratch import remove_scratch_cluster
 from tasks.switchover import SwitchoverFailed, kept_directories
 from tests.conftest import destroy_sandbox, engine_for, make_sandbox, settings_for
@@ -336,7 +337,6 @@ def test_second_recovery_is_refused_while_the_first_waits_for_approval(
     prefect_server, history, use_platform, monkeypatch
 ):
     box, stages = history
-    monkeypatch.setenv("RUNBOOK_RECOVERY_LOCK_WAIT_S", "2")
     use_platform(box)
     target = stages.between(1).isoformat()
     first: list = []
@@ -348,11 +348,31 @@ def test_second_recovery_is_refused_while_the_first_waits_for_approval(
     holder = wait_for_paused_run("point-in-time-recovery")
     with get_client(sync_client=True) as client:
         holder_name = client.read_flow_run(holder).name
+    # Only the second run waits briefly: the first must not lose its slot to a slow API answer
+    # (a busy SQLite makes the Prefect client retry after 2 s).
+    monkeypatch.setenv("RUNBOOK_RECOVERY_LOCK_WAIT_S", "2")
     with pytest.raises(RecoveryBusy, match=f"run '{holder_name}'"):
         restore_backup(backup_label=engine_for(box).list_backups()[0].label)
     answer_approval(holder, **REJECT)
     thread.join(timeout=60)
     assert first and first[0].is_cancelled()
+
+
+def test_lock_held_by_no_recorded_run_is_refused_saying_so(
+    prefect_server, history, use_platform, monkeypatch
+):
+    box, stages = history
+    monkeypatch.setenv("RUNBOOK_RECOVERY_LOCK_WAIT_S", "1")
+    stanza = use_platform(box).backup.stanza
+    ensure_lock_exists.fn(lock_name(stanza))
+    before = restore_dirs(box)
+    with (
+        concurrency(lock_name(stanza), strict=True),
+        pytest.raises(RecoveryBusy, match="no run is recorded as holding it") as refused,
+    ):
+        point_in_time_recovery(target_time=stages.between(1).isoformat())
+    assert "RUNBOOK_RECOVERY_LOCK_WAIT_S" in str(refused.value)
+    assert restore_dirs(box) == before
 
 
 def test_restore_stalled_past_its_deadline_is_killed_and_leaves_nothing(
