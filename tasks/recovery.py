@@ -182,6 +182,9 @@ class RecoveryBusy(RefusedError):
     """Another recovery holds the cluster."""
 
 
+LOCK_LEASE_S = 300  # a slot its holder stopped renewing (process gone) frees itself after this
+
+
 def lock_name(stanza: str) -> str:
     return f"recovery-{stanza}"
 
@@ -213,7 +216,8 @@ def lock_refusal(stanza: str, wait_s: float, holder: dict[str, Any]) -> Recovery
     return RecoveryBusy(
         f"could not take the recovery lock of stanza {stanza!r} within {wait_s:g} s, and no "
         "run is recorded as holding it: the Prefect API was slow to answer, or a run that "
-        "ended without releasing it holds the slot until its lease expires (5 minutes)",
+        "ended without releasing it holds the slot until its lease expires "
+        f"({LOCK_LEASE_S:g} s)",
         hint=f"retry; if it persists, raise RUNBOOK_RECOVERY_LOCK_WAIT_S or look at the "
         f"global concurrency limit {lock_name(stanza)!r} in the Prefect UI",
     )
@@ -231,7 +235,11 @@ def recovery_lock(stanza: str, wait_s: float) -> Iterator[None]:
     holder_key = f"{name}-holder"
     slot = ExitStack()
     try:
-        slot.enter_context(concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True))
+        slot.enter_context(
+            concurrency(
+                name, occupy=1, timeout_seconds=wait_s, lease_duration=LOCK_LEASE_S, strict=True
+            )
+        )
     except TimeoutError:
         raise lock_refusal(stanza, wait_s, Variable.get(holder_key, default={}) or {}) from None
     with slot:
