@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PG_BIN := /usr/lib/postgresql/15/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest setup system bench-verify bench-daily clean
+.PHONY: demo test lint typecheck pytest setup system lock bench-verify bench-daily clean
 
 demo: setup
 	$(BIN)/runbook demo --approve-as "make demo"
@@ -39,12 +39,21 @@ system:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest postgresql-15; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# Python packages: exactly the versions (and hashes) pinned in requirements.lock, installed by uv
+# (itself pinned, bootstrapped with pip); then this project, editable, without dependencies.
+UV_VERSION := 0.9.30
+$(VENV)/.installed: requirements.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need Python 3.11 (python3.11 or python3)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	test -x $(BIN)/uv || $(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
+
+# Refresh the lock after changing dependencies in pyproject.toml (commit both).
+lock:
+	test -x $(BIN)/uv || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); $(BIN)/python -m pip install -q "uv==$(UV_VERSION)"; }
+	$(BIN)/uv pip compile -q --python-version 3.11 --extra dev --generate-hashes pyproject.toml -o requirements.lock
 
 bench-verify: setup
 	$(BIN)/python bench/verify_backup.py

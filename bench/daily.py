@@ -43,7 +43,7 @@ from pathlib import Path
 from sandbox.platform import Sandbox
 from tasks.backups.base import BackupKind
 from tasks.backups.pgbackrest import PgBackRest
-from tasks.settings import CONFIG_ENV, SandboxSettings, load_settings
+from tasks.core.settings import CONFIG_ENV, SandboxSettings, load_settings
 
 if __package__ in (None, ""):  # run as ``bench/daily.py``: make the ``bench`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -46,13 +46,13 @@ from pathlib import Path
 import psycopg
 from pydantic import SecretStr
 
+from flows.approval import answer_approval
 from sandbox.platform import OS_USER, Sandbox
-from tasks.approval import answer_approval
 from tasks.backups.base import RecoveryTarget
 from tasks.backups.pgbackrest import target_options
-from tasks.cluster import free_port, make_owned_dir
-from tasks.postgres import archiver_status, connect, current_timeline
-from tasks.scratch import ScratchCluster, remove_scratch_cluster
+from tasks.postgres.cluster import free_port, make_owned_dir
+from tasks.postgres.scratch import ScratchCluster, remove_scratch_cluster
+from tasks.postgres.sql import archiver_status, connect, current_timeline
 
 if __package__ in (None, ""):  # run as ``bench/pitr.py``: make the ``bench`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -310,7 +310,7 @@ def approve_when_paused(proc: subprocess.Popen[bytes], spawned: datetime) -> tup
 def flow_once(target_time: str) -> None:
     """Child side of ``run_flow``: import, call the flow, print what it measured."""
     from flows.recovery.pitr import point_in_time_recovery
-    from tasks.recovery import RecoveryMode, RecoveryResult
+    from tasks.backups.planning import RecoveryMode, RecoveryResult
 
     startup_s = time.time() - float(os.environ[SPAWNED_AT_ENV])
     # SIGTERM from the benchmark unwinds the flow, so it removes the cluster it restored.

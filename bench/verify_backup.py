@@ -45,10 +45,10 @@ from pydantic import SecretStr
 from sandbox.platform import OS_USER, STANZA, TABLES, Sandbox
 from tasks.backups.base import BackupKind
 from tasks.backups.pgbackrest import PgBackRest
-from tasks.cluster import LocalCluster, free_port, make_owned_dir
-from tasks.postgres import fetch_value, wait_until_promoted, with_port
-from tasks.process import effective_user, run_command
-from tasks.settings import SandboxSettings
+from tasks.core.process import effective_user, run_command
+from tasks.core.settings import SandboxSettings
+from tasks.postgres.cluster import LocalCluster, free_port, make_owned_dir
+from tasks.postgres.sql import fetch_value, wait_until_promoted, with_port
 
 PROCESS_MAX = 2
 PHASES = ("restore", "promote")  # report entries that are phases; every other one is a check

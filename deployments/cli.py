@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tasks.errors import RunbookError
-from tasks.settings import PrefectSettings, SandboxSettings, load_system
+from tasks.core.errors import RunbookError
+from tasks.core.settings import PrefectSettings, SandboxSettings, load_system
 
 if TYPE_CHECKING:
     from sandbox.platform import Sandbox
@@ -103,7 +103,7 @@ def serve() -> None:
 def _decide(run_id: str, approved: bool, approver: str, reason: str) -> None:
     from uuid import UUID
 
-    from tasks.approval import answer_approval
+    from flows.approval import answer_approval
 
     try:
         answer_approval(UUID(run_id), approved=approved, approver=approver, reason=reason)

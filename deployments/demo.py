@@ -15,12 +15,12 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from deployments.serve import load_specs
+from flows.approval import answer_approval
 from sandbox.platform import Sandbox
 from sandbox.processes import venv_tool
-from tasks.approval import answer_approval
-from tasks.errors import RunbookError
-from tasks.postgres import connect, fetch_value, switch_wal, with_port
-from tasks.settings import CONFIG_ENV
+from tasks.core.errors import RunbookError
+from tasks.core.settings import CONFIG_ENV
+from tasks.postgres.sql import connect, fetch_value, switch_wal, with_port
 
 SERVE_READY_TIMEOUT_S = 180
 PITR = "point-in-time-recovery/on-demand"

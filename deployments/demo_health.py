@@ -7,8 +7,8 @@ from prefect.deployments import run_deployment
 
 from sandbox.notifications import register_notification_blocks
 from sandbox.platform import Sandbox
-from tasks.errors import RunbookError
-from tasks.health_report import MaintenanceReport
+from tasks.core.errors import RunbookError
+from tasks.core.maintenance_report import MaintenanceReport
 
 DEPLOYMENT = "daily-health-check/daily"
 

@@ -15,7 +15,7 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.schedules import Cron
 from pydantic import BaseModel, Field, field_validator
 
-from tasks.settings import MaintenanceSettings, load_system
+from tasks.core.settings import MaintenanceSettings, load_system
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"

@@ -27,9 +27,9 @@ import httpx
 from pydantic import BaseModel, SecretStr
 
 from sandbox.aws_server import SIMULATOR_BOUNCE
-from tasks.aws import aws_client
-from tasks.checking import in_threads
-from tasks.settings import AwsSettings, ErrorPattern
+from tasks.aws.clients import aws_client
+from tasks.core.checking import in_threads
+from tasks.core.settings import AwsSettings, ErrorPattern
 
 REGION = "us-east-1"
 UPLOADS = "linkist-uploads"

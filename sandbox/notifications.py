@@ -12,7 +12,7 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
 from sandbox.aws_seed import REGION, SES_DOMAIN
 from sandbox.platform import Sandbox
-from tasks.alerts import SesEmailNotification
+from tasks.aws.ses_email import SesEmailNotification
 
 WEBHOOK_BLOCK = "runbook-oncall"
 EMAIL_BLOCK = "runbook-oncall-email"

@@ -18,6 +18,7 @@ import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,17 @@ from pydantic import BaseModel, SecretStr
 
 from sandbox.processes import Daemon, DaemonError, venv_tool
 from sandbox.services import PlatformServices
-from tasks.cluster import LocalCluster, find_bin_dir, make_owned_dir, port_in_use, require_reachable
-from tasks.errors import RefusedError
-from tasks.postgres import connect, describe
-from tasks.process import effective_user, require_tool, run_command
-from tasks.settings import CONFIG_ENV, SandboxSettings
+from tasks.core.errors import RefusedError
+from tasks.core.process import effective_user, require_tool, run_command
+from tasks.core.settings import CONFIG_ENV, SandboxSettings
+from tasks.postgres.cluster import (
+    LocalCluster,
+    find_bin_dir,
+    make_owned_dir,
+    port_in_use,
+    require_reachable,
+)
+from tasks.postgres.sql import connect, describe
 
 DATABASE = "linkist"
 STANZA = "linkist"
@@ -44,6 +51,12 @@ TABLES = [
     {"name": "webhook_events", "key_columns": ["id", "stripe_event_id"], "min_rows": 100},
 ]
 PREFECT_START_TIMEOUT_S = 90
+
+
+def sql_scripts() -> list[Traversable]:
+    """The platform's schema and seed data: ``sandbox/sql/*.sql``, applied in name order."""
+    folder = resources.files("sandbox").joinpath("sql")
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
 
 
 class SandboxStatus(BaseModel):
@@ -183,8 +196,8 @@ class Sandbox:
         with connect(admin) as conn:
             conn.execute(f"CREATE DATABASE {DATABASE}")
         with connect(dsn) as conn:
-            for script in ("schema.sql", "seed.sql"):
-                conn.execute(resources.files("sandbox").joinpath(script).read_text())
+            for script in sql_scripts():
+                conn.execute(script.read_text())
         self._pgbackrest("stanza-create")
         self._pgbackrest("check")
         self._write_settings(dsn)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import RunbookError
+from tasks.core.errors import RunbookError
 
 
 def venv_tool(name: str) -> str:

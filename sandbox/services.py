@@ -31,10 +31,10 @@ from sandbox.aws_seed import (
 )
 from sandbox.processes import Daemon
 from sandbox.stripe_seed import StripeSeed, register_webhook
-from tasks.checking import in_threads
-from tasks.cluster import free_port, port_in_use
-from tasks.errors import RefusedError
-from tasks.settings import SandboxSettings
+from tasks.core.checking import in_threads
+from tasks.core.errors import RefusedError
+from tasks.core.settings import SandboxSettings
+from tasks.postgres.cluster import free_port, port_in_use
 
 START_TIMEOUT_S = 60
 MOTO, STRIPE, APP = "moto", "localstripe", "app"
@@ -180,7 +180,7 @@ class PlatformServices:
 
     @staticmethod
     def _app_env(dsn: SecretStr, state: ServiceState) -> dict[str, str]:
-        from sandbox.app import DSN_ENV, WEBHOOK_SECRET_ENV
+        from sandbox.app.server import DSN_ENV, WEBHOOK_SECRET_ENV
 
         return {
             DSN_ENV: dsn.get_secret_value(),

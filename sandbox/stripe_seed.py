@@ -21,10 +21,10 @@ import stripe
 from pydantic import SecretStr
 
 from sandbox.processes import DaemonError
-from tasks.checking import in_threads
-from tasks.postgres import connect
-from tasks.settings import StripeSettings
-from tasks.stripe import stripe_client
+from tasks.core.checking import in_threads
+from tasks.core.settings import StripeSettings
+from tasks.postgres.sql import connect
+from tasks.stripe.client import stripe_client
 
 WEBHOOK_ID = "sandbox-app"
 OK_CARD = "4242424242424242"

@@ -20,8 +20,8 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 from sandbox.platform import Sandbox  # noqa: E402
 from tasks.backups.base import BackupKind  # noqa: E402
 from tasks.backups.pgbackrest import PgBackRest  # noqa: E402
-from tasks.cluster import free_port  # noqa: E402
-from tasks.settings import CONFIG_ENV, SandboxSettings, Settings, load_settings  # noqa: E402
+from tasks.core.settings import CONFIG_ENV, SandboxSettings, Settings, load_settings
+from tasks.postgres.cluster import free_port
 
 
 def make_sandbox() -> Sandbox:

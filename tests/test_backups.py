@@ -18,10 +18,10 @@ from tasks.backups.base import (
 )
 from tasks.backups.operations import scheduled_kind
 from tasks.backups.pgbackrest import PgBackRest, previous_segment
-from tasks.cluster import find_bin_dir
-from tasks.errors import RefusedError
-from tasks.postgres import archiver_status, connect, switch_wal
-from tasks.process import CommandTimedOut, ToolMissing
+from tasks.core.errors import RefusedError
+from tasks.core.process import CommandTimedOut, ToolMissing
+from tasks.postgres.cluster import find_bin_dir
+from tasks.postgres.sql import archiver_status, connect, switch_wal
 from tests.conftest import engine_for, settings_for
 
 

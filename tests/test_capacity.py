@@ -15,8 +15,11 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
 )
 
+from flows.checks import UNHEALTHY
 from flows.maintenance.monthly import monthly_capacity_planning
-from tasks.capacity import (
+from tasks.core.reports import CheckResult
+from tasks.core.settings import MaintenanceSettings
+from tasks.reviews.capacity import (
     SAMPLES_FILE,
     CapacitySample,
     capacity_sample,
@@ -25,9 +28,6 @@ from tasks.capacity import (
     judge_trend,
     least_squares,
 )
-from tasks.health_report import UNHEALTHY
-from tasks.reports import CheckResult
-from tasks.settings import MaintenanceSettings
 
 NOW = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 GB = 1e9
@@ -137,7 +137,13 @@ def test_monthly_capacity_planning_reports_days_left_per_limit_with_a_chart(
     assert checks["database-bytes"].metrics["per_day"] == pytest.approx(0.5 * GB)
     (chart,) = (tmp_path / "charts").glob("capacity-*.svg")
     svg = ET.fromstring(chart.read_text())  # noqa: S314 - our own output: well-formed SVG
-    assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) == 4  # 2 series + forecasts
+    groups = [g.get("id", "") for g in svg.iter("{http://www.w3.org/2000/svg}g")]
+    assert sorted(g for g in groups if g.startswith(("series-", "forecast-"))) == [
+        "forecast-connections",
+        "forecast-database-bytes",
+        "series-connections",
+        "series-database-bytes",
+    ]
     with get_client(sync_client=True) as client:
         (artifact, *_) = client.read_artifacts(
             artifact_filter=ArtifactFilter(

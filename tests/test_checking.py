@@ -9,8 +9,8 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
 
-from tasks.checking import in_threads
-from tasks.retry import ops_task
+from tasks.core.checking import in_threads
+from tasks.core.retry import ops_task
 
 
 def test_in_threads_keeps_the_calls_order():

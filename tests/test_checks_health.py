@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tasks.cluster import free_port
-from tasks.health import run_health_checks
-from tasks.settings import HttpEndpoint, HttpSettings
+from tasks.core.settings import HttpEndpoint, HttpSettings
+from tasks.http.health import run_health_checks
+from tasks.postgres.cluster import free_port
 from tests.conftest import settings_for
 
 

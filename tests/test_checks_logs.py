@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tasks.logs import run_logs_checks
+from tasks.aws.logs import run_logs_checks
 from tests.conftest import settings_for
 
 

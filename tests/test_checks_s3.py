@@ -5,8 +5,8 @@ from __future__ import annotations
 from botocore.awsrequest import AWSResponse
 from pydantic import SecretStr
 
-from tasks.aws import aws_client
-from tasks.s3 import bucket_checks, run_s3_checks, run_s3_public_access_checks
+from tasks.aws.clients import aws_client
+from tasks.aws.s3 import bucket_checks, run_s3_checks, run_s3_public_access_checks
 from tests.conftest import settings_for
 
 

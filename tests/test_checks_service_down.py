@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from tasks.health import run_health_checks
-from tasks.logs import run_logs_checks
-from tasks.reports import CheckResult
-from tasks.s3 import run_s3_checks
-from tasks.ses import run_ses_checks
-from tasks.stripe import run_stripe_checks
+from tasks.aws.logs import run_logs_checks
+from tasks.aws.s3 import run_s3_checks
+from tasks.aws.ses import run_ses_checks
+from tasks.core.reports import CheckResult
+from tasks.http.health import run_health_checks
+from tasks.stripe.checks import run_stripe_checks
 from tests.conftest import settings_for
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.ses import run_ses_checks
+from tasks.aws.ses import run_ses_checks
 from tests.conftest import settings_for
 
 

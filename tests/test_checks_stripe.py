@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import SecretStr
 
-from tasks.stripe import FAILED, SUCCEEDED, list_events, run_stripe_checks, stripe_client
+from tasks.stripe.checks import FAILED, SUCCEEDED, run_stripe_checks
+from tasks.stripe.client import list_events, stripe_client
 from tests.conftest import settings_for
 from tests.webhooks import post_event
 

@@ -24,13 +24,15 @@ from prefect.client.schemas.filters import (
 )
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 
+from flows.checks import UNHEALTHY
 from flows.maintenance.daily import daily_health_check
 from sandbox.notifications import receiver_url, register_notification_blocks
 from sandbox.platform import Sandbox
-from tasks.alerts import CHECK_FAILED_EVENT, load_notification_channels, notify_on_call
-from tasks.capacity import SAMPLES_FILE
-from tasks.health_report import UNHEALTHY, MaintenanceReport
-from tasks.reports import CheckResult
+from tasks.core.events import CHECK_FAILED_EVENT
+from tasks.core.maintenance_report import MaintenanceReport
+from tasks.core.reports import CheckResult
+from tasks.notifications.channels import load_notification_channels, notify_on_call
+from tasks.reviews.capacity import SAMPLES_FILE
 
 SYSTEMS = {"postgres", "http", "s3", "ses", "stripe", "logs"}
 EVENTS_DEADLINE_S = 30

@@ -1,6 +1,6 @@
 """PostgreSQL checks against the sandbox's real cluster: each finds what the seed data plants
-(sandbox/seed.sql) or what the test itself sets up with live sessions, and passes where there is
-nothing to find (a tidy database in the same cluster, or the problem fixed)."""
+(sandbox/sql/20-seed.sql) or what the test itself sets up with live sessions, and passes where
+there is nothing to find (a tidy database in the same cluster, or the problem fixed)."""
 
 from __future__ import annotations
 
@@ -16,23 +16,25 @@ from prefect.variables import Variable
 from pydantic import SecretStr
 
 from sandbox.platform import Sandbox
-from tasks.database_health import (
-    check_connection_pool,
-    check_index_advice,
+from tasks.backups.freshness import (
+    LAST_MEASUREMENT,
     check_last_backup,
     check_last_verification,
+    read_last_verification,
+)
+from tasks.core.settings import PostgresThresholds
+from tasks.postgres.health import (
+    check_connection_pool,
+    check_index_advice,
     check_slow_queries,
     check_status,
     check_table_statistics,
     check_wal_archiving,
     judge_replication,
-    read_last_verification,
     run_postgres_checks,
 )
-from tasks.pg_stats import ServerStatus, Standby, masked_query
-from tasks.postgres import connect, with_port
-from tasks.settings import PostgresThresholds
-from tasks.verification import LAST_MEASUREMENT
+from tasks.postgres.sql import connect, with_port
+from tasks.postgres.stats import ServerStatus, Standby, masked_query
 from tests.conftest import destroy_sandbox, engine_for, make_sandbox
 
 DEFAULTS = PostgresThresholds()

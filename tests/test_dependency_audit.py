@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from flows.checks import UNHEALTHY
 from flows.maintenance.monthly import monthly_system_updates
-from tasks.dependency_audit import audit_lock_file
-from tasks.health_report import UNHEALTHY
-from tasks.settings import MaintenanceSettings
+from tasks.core.settings import MaintenanceSettings
+from tasks.reviews.dependency_audit import audit_lock_file
 from tests.fake_advisories import fake_advisories
 
 PACKAGE_LOCK = {

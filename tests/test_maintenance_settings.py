@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from deployments.serve import load_specs, resolve_schedule_timezone
-from tasks.errors import SettingsError
-from tasks.settings import MaintenanceSettings, load_system
+from tasks.core.errors import SettingsError
+from tasks.core.settings import MaintenanceSettings, load_system
 from tests.test_settings import clean_env  # noqa: F401 - the same clean environment, autouse
 
 PLACEHOLDER = "{{ $RUNBOOK_MAINTENANCE_SCHEDULE_TIMEZONE }}"

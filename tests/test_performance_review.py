@@ -10,16 +10,16 @@ from pydantic import SecretStr
 
 from flows.maintenance.weekly import weekly_performance_review
 from sandbox.platform import Sandbox
-from tasks.performance_review import (
+from tasks.core.settings import PerformanceThresholds
+from tasks.postgres.sql import connect
+from tasks.postgres.stats import Statement
+from tasks.reviews.performance import (
     BASELINE_FILE,
     PerformanceBaseline,
     QueryFigures,
     period_figures,
     review_statements,
 )
-from tasks.pg_stats import Statement
-from tasks.postgres import connect
-from tasks.settings import PerformanceThresholds
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from sandbox.processes import Daemon, DaemonError
-from tasks.postgres import connect
-from tasks.s3 import run_s3_checks
+from tasks.aws.s3 import run_s3_checks
+from tasks.postgres.sql import connect
 from tests.conftest import settings_for
 from tests.webhooks import post_event
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tasks.process import CommandFailed, CommandTimedOut, ToolMissing, run_command
+from tasks.core.process import CommandFailed, CommandTimedOut, ToolMissing, run_command
 
 
 def test_command_past_its_deadline_is_killed_with_everything_it_forked(tmp_path):

@@ -20,7 +20,8 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from tasks.quality import DataQualityError, TableCheck, run_table_suite
+from tasks.core.settings import TableCheck
+from tasks.postgres.quality import DataQualityError, run_table_suite
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -220,7 +221,7 @@ def test_unsafe_key_column_is_rejected() -> None:
 
 
 def test_importing_the_module_does_not_import_great_expectations() -> None:
-    code = "import sys, tasks.quality; print('great_expectations' in sys.modules)"
+    code = "import sys, tasks.postgres.quality; print('great_expectations' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=Path(__file__).parents[1],

@@ -30,16 +30,17 @@ from prefect.client.schemas.objects import StateType
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ParameterTypeError
 
+from flows.approval import answer_approval
+from flows.lock import RecoveryBusy, ensure_lock_exists, lock_name
 from flows.recovery.pitr import point_in_time_recovery
 from flows.recovery.restore_backup import restore_backup
 from flows.recovery.rollback_switchover import rollback_switchover
-from tasks.approval import answer_approval
 from tasks.backups.base import BackupKind
-from tasks.errors import RefusedError
-from tasks.postgres import connect, fetch_value, switch_wal, with_port
-from tasks.recovery import RecoveryBusy, RecoveryResult, ensure_lock_exists, lock_name
-from tasks.scratch import remove_scratch_cluster
-from tasks.switchover import SwitchoverFailed, kept_directories
+from tasks.backups.planning import RecoveryResult
+from tasks.core.errors import RefusedError
+from tasks.postgres.scratch import remove_scratch_cluster
+from tasks.postgres.sql import connect, fetch_value, switch_wal, with_port
+from tasks.postgres.switchover import SwitchoverFailed, kept_directories
 from tests.conftest import destroy_sandbox, engine_for, make_sandbox, settings_for
 from tests.test_backups import wait_until_archived
 

@@ -1,5 +1,6 @@
 """The weekly security review on the sandbox: the failed-login bursts, the passwordless role and
-the grants to PUBLIC that sandbox/seed.sql plants, and the public bucket the AWS seed plants."""
+the grants to PUBLIC that sandbox/sql/20-seed.sql plants, and the public bucket the AWS seed
+plants."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
+from flows.checks import UNHEALTHY
 from flows.maintenance.weekly import weekly_security_review
 from sandbox.platform import Sandbox
-from tasks.health_report import UNHEALTHY
-from tasks.postgres import connect
-from tasks.security_review import (
+from tasks.core.settings import SecurityThresholds
+from tasks.postgres.sql import connect
+from tasks.reviews.security import (
     check_database_roles,
     check_failed_logins,
     check_public_grants,
     run_security_checks,
 )
-from tasks.settings import SecurityThresholds
 
 DEFAULTS = SecurityThresholds()
 

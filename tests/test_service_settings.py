@@ -7,12 +7,12 @@ import os
 import pytest
 from pydantic import SecretStr
 
-from tasks.errors import SettingsError
-from tasks.health import run_health_checks
-from tasks.logs import run_logs_checks
-from tasks.s3 import run_s3_checks
-from tasks.settings import AwsSettings, HttpSettings, StripeSettings, load_settings
-from tasks.stripe import run_stripe_checks
+from tasks.aws.logs import run_logs_checks
+from tasks.aws.s3 import run_s3_checks
+from tasks.core.errors import SettingsError
+from tasks.core.settings import AwsSettings, HttpSettings, StripeSettings, load_settings
+from tasks.http.health import run_health_checks
+from tasks.stripe.checks import run_stripe_checks
 
 DSN = "postgresql://ops:pw@db.internal:5432/linkist"
 

@@ -19,9 +19,9 @@ from prefect.deployments import run_deployment
 
 from deployments.serve import load_specs, runner_deployments
 from sandbox.platform import Sandbox
-from tasks.cluster import free_port
-from tasks.errors import RefusedError
-from tasks.settings import SandboxSettings
+from tasks.core.errors import RefusedError
+from tasks.core.settings import SandboxSettings
+from tasks.postgres.cluster import free_port
 
 RUNBOOK = str(Path(sys.executable).parent / "runbook")
 
@@ -114,7 +114,7 @@ def poll_state(api: str, run_id: str, until: set[str], timeout: float = 240) -> 
 def test_another_service_starts_approves_and_reads_a_served_recovery_over_rest(served, platform):
     from prefect.client.orchestration import get_client
 
-    from tasks.scratch import remove_scratch_cluster
+    from tasks.postgres.scratch import remove_scratch_cluster
     from tests.conftest import settings_for
     from tests.test_backups import commit_and_archive
 

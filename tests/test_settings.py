@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from tasks.errors import SettingsError
-from tasks.settings import BackupSettings, PostgresSettings, load_settings, load_system
+from tasks.core.errors import SettingsError
+from tasks.core.settings import BackupSettings, PostgresSettings, load_settings, load_system
 
 PASSWORD = "s3cr3t-Pa55"
 DSN = f"postgresql://ops:{PASSWORD}@db.internal:5432/linkist"

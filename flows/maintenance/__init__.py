@@ -1,0 +1,3 @@
+"""System Maintenance: the nightly backup, the daily health check, the weekly reviews, the
+monthly routines.
+"""

@@ -5,7 +5,7 @@ check of its own, so one slow or broken system never hides the others. The repor
 and a markdown summary; each failed check emits ``runbook.check.failed``, and on-call hears of
 failures through the notification blocks, loaded while the checks run. Today's capacity
 sample is kept for the monthly planning. The run ends Completed, named ``Unhealthy`` when a
-check failed (tasks.health_report).
+check failed (flows.checks).
 """
 
 from __future__ import annotations
@@ -17,25 +17,20 @@ from typing import Any
 from prefect import flow
 from prefect.states import State
 
-from tasks.alerts import emit_check_events, load_notification_channels, notify_on_call
+from flows.checks import final_state, gather_checks, start_task
+from tasks.aws.logs import run_logs_checks
+from tasks.aws.s3 import run_s3_checks
+from tasks.aws.ses import run_ses_checks
 from tasks.backups.operations import build_engine
-from tasks.capacity import record_capacity_sample
-from tasks.database_health import run_postgres_checks
-from tasks.health import run_health_checks
-from tasks.health_report import (
-    MaintenanceReport,
-    final_state,
-    gather_checks,
-    publish_report,
-    start_task,
-)
-from tasks.logs import run_logs_checks
-from tasks.notify import emit_flow_failure
-from tasks.reports import CheckResult
-from tasks.s3 import run_s3_checks
-from tasks.ses import run_ses_checks
-from tasks.settings import Settings, load_settings
-from tasks.stripe import run_stripe_checks
+from tasks.core.events import emit_check_events, emit_flow_failure
+from tasks.core.maintenance_report import MaintenanceReport, publish_report
+from tasks.core.reports import CheckResult
+from tasks.core.settings import Settings, load_settings
+from tasks.http.health import run_health_checks
+from tasks.notifications.channels import load_notification_channels, notify_on_call
+from tasks.postgres.health import run_postgres_checks
+from tasks.reviews.capacity import record_capacity_sample
+from tasks.stripe.checks import run_stripe_checks
 
 FLOW = "daily-health-check"
 SystemChecks = tuple[Callable[..., list[CheckResult]], tuple[Any, ...]]

@@ -2,7 +2,7 @@
 
 The dependency audit proposes upgrades and never changes anything. Capacity planning turns the
 daily health check's samples into trends and days left to each limit, with a chart. Both end
-Completed, named ``Unhealthy`` when a check failed (see tasks.health_report).
+Completed, named ``Unhealthy`` when a check failed (see flows.checks).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 from prefect import flow
 from prefect.states import State
 
-from tasks.alerts import emit_check_events
-from tasks.capacity import load_capacity_samples, plan_capacity
-from tasks.dependency_audit import audit_dependencies, proposals_table
-from tasks.health_report import MaintenanceReport, final_state, publish_report
-from tasks.notify import emit_flow_failure
-from tasks.settings import MaintenanceSettings, load_system
+from flows.checks import final_state
+from tasks.core.events import emit_check_events, emit_flow_failure
+from tasks.core.maintenance_report import MaintenanceReport, publish_report
+from tasks.core.settings import MaintenanceSettings, load_system
+from tasks.reviews.capacity import load_capacity_samples, plan_capacity
+from tasks.reviews.dependency_audit import audit_dependencies, proposals_table
 
 UPDATES = "monthly-system-updates"
 CAPACITY = "monthly-capacity-planning"

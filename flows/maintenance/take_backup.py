@@ -8,8 +8,8 @@ from prefect import flow
 
 from tasks.backups.base import BackupInfo, BackupKind
 from tasks.backups.operations import build_engine, scheduled_kind, take_backup
-from tasks.notify import emit_flow_failure
-from tasks.settings import load_settings
+from tasks.core.events import emit_flow_failure
+from tasks.core.settings import load_settings
 
 
 @flow(name="take-backup", persist_result=True, on_failure=[emit_flow_failure])

@@ -1,6 +1,6 @@
 """Runbook, System Maintenance, Weekly Operations: the performance and security reviews.
 
-Both end Completed, named ``Unhealthy`` when a check failed (see tasks.health_report), with a
+Both end Completed, named ``Unhealthy`` when a check failed (see flows.checks), with a
 table and a markdown report, and a ``runbook.check.failed`` event per failed check.
 """
 
@@ -12,24 +12,18 @@ from typing import Any
 from prefect import flow
 from prefect.states import State
 
-from tasks.alerts import emit_check_events
-from tasks.database_health import review_tables_and_indexes
-from tasks.health_report import (
-    MaintenanceReport,
-    final_state,
-    gather_checks,
-    publish_report,
-    start_task,
-)
-from tasks.notify import emit_flow_failure
-from tasks.performance_review import (
+from flows.checks import final_state, gather_checks, start_task
+from tasks.aws.s3 import run_s3_public_access_checks
+from tasks.core.events import emit_check_events, emit_flow_failure
+from tasks.core.maintenance_report import MaintenanceReport, publish_report
+from tasks.core.settings import load_settings
+from tasks.reviews.performance import (
     load_performance_baseline,
     review_statements,
+    review_tables_and_indexes,
     save_performance_baseline,
 )
-from tasks.s3 import run_s3_public_access_checks
-from tasks.security_review import run_security_checks
-from tasks.settings import load_settings
+from tasks.reviews.security import run_security_checks
 
 PERFORMANCE = "weekly-performance-review"
 SECURITY = "weekly-security-review"

@@ -1,0 +1,1 @@
+"""Recovery Procedures: verify, point-in-time recovery, backup restoration, switchover rollback."""

@@ -10,18 +10,19 @@ from urllib.parse import urlsplit, urlunsplit
 from prefect.states import Cancelled, State
 from pydantic import SecretStr
 
-from tasks.approval import request_approval
+from flows.approval import request_approval
+from flows.lock import recovery_lock
 from tasks.backups.base import BackupEngine, RestoreRequest
 from tasks.backups.operations import restore_to_directory
-from tasks.cluster import LocalCluster
-from tasks.errors import RunbookError
-from tasks.recovery import RecoveryMode, RecoveryPlan, RecoveryResult, recovery_lock
-from tasks.reports import first_failure, publish_markdown
-from tasks.runlog import run_logger
-from tasks.scratch import ScratchCluster, remove_scratch_cluster, start_and_promote
-from tasks.settings import Settings
-from tasks.switchover import switch_over
-from tasks.verification import verify_restored_cluster
+from tasks.backups.planning import RecoveryMode, RecoveryPlan, RecoveryResult
+from tasks.core.errors import RunbookError
+from tasks.core.reports import first_failure, publish_markdown
+from tasks.core.runlog import run_logger
+from tasks.core.settings import Settings
+from tasks.postgres.cluster import LocalCluster
+from tasks.postgres.scratch import ScratchCluster, remove_scratch_cluster, start_and_promote
+from tasks.postgres.switchover import switch_over
+from tasks.postgres.verification import verify_restored_cluster
 
 
 class RecoveryFailed(RunbookError):
@@ -117,6 +118,7 @@ def restore_and_verify(
 
 
 def finish(result: RecoveryResult) -> RecoveryResult:
+    """Publish ``result`` as the ``recovery-result`` artifact, log its outcome, and return it."""
     publish_markdown(
         "recovery-result",
         result.markdown(),

@@ -14,8 +14,7 @@ from pydantic import Field
 from flows.recovery.carry_out import carry_out_recovery
 from tasks.backups.base import RecoveryTarget
 from tasks.backups.operations import build_engine, list_backups, restorable_window
-from tasks.notify import emit_flow_failure
-from tasks.recovery import (
+from tasks.backups.planning import (
     RecoveryMode,
     RecoveryResult,
     choose_backup,
@@ -23,7 +22,8 @@ from tasks.recovery import (
     plan_recovery,
     read_live_timeline,
 )
-from tasks.settings import load_settings
+from tasks.core.events import emit_flow_failure
+from tasks.core.settings import load_settings
 
 
 @flow(name="point-in-time-recovery", persist_result=True, on_failure=[emit_flow_failure])

@@ -14,9 +14,9 @@ from pydantic import Field
 from flows.recovery.carry_out import carry_out_recovery
 from tasks.backups.base import RecoveryTarget
 from tasks.backups.operations import build_engine, list_backups, select_backup
-from tasks.notify import emit_flow_failure
-from tasks.recovery import RecoveryMode, RecoveryResult, plan_recovery
-from tasks.settings import load_settings
+from tasks.backups.planning import RecoveryMode, RecoveryResult, plan_recovery
+from tasks.core.events import emit_flow_failure
+from tasks.core.settings import load_settings
 
 
 @flow(name="restore-backup", persist_result=True, on_failure=[emit_flow_failure])

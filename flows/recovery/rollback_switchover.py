@@ -10,14 +10,14 @@ from prefect import flow
 from prefect.states import Cancelled, State
 from pydantic import Field
 
-from tasks.approval import request_approval
-from tasks.cluster import LocalCluster, find_bin_dir
-from tasks.errors import RefusedError
-from tasks.notify import emit_flow_failure
-from tasks.recovery import recovery_lock
-from tasks.reports import markdown_table, publish_markdown
-from tasks.settings import load_settings
-from tasks.switchover import SwitchoverResult, kept_directories, roll_back_switchover
+from flows.approval import request_approval
+from flows.lock import recovery_lock
+from tasks.core.errors import RefusedError
+from tasks.core.events import emit_flow_failure
+from tasks.core.reports import markdown_table, publish_markdown
+from tasks.core.settings import load_settings
+from tasks.postgres.cluster import LocalCluster, find_bin_dir
+from tasks.postgres.switchover import SwitchoverResult, kept_directories, roll_back_switchover
 
 
 @flow(name="rollback-switchover", persist_result=True, on_failure=[emit_flow_failure])

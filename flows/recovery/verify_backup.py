@@ -5,20 +5,16 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.backups.base import RestoreRequest
+from tasks.backups.freshness import record_restore_measurement, record_verification_failure
 from tasks.backups.operations import build_engine, restore_to_directory, select_backup
-from tasks.errors import RunbookError
-from tasks.notify import emit_flow_failure
-from tasks.postgres import with_port
-from tasks.reports import CheckResult, first_failure, publish_markdown
-from tasks.runlog import run_logger
-from tasks.scratch import plan_scratch_cluster, remove_scratch_cluster, start_and_promote
-from tasks.settings import load_settings
-from tasks.verification import (
-    VerificationReport,
-    record_restore_measurement,
-    record_verification_failure,
-    verify_restored_cluster,
-)
+from tasks.core.errors import RunbookError
+from tasks.core.events import emit_flow_failure
+from tasks.core.reports import CheckResult, first_failure, publish_markdown
+from tasks.core.runlog import run_logger
+from tasks.core.settings import load_settings
+from tasks.postgres.scratch import plan_scratch_cluster, remove_scratch_cluster, start_and_promote
+from tasks.postgres.sql import with_port
+from tasks.postgres.verification import VerificationReport, verify_restored_cluster
 
 
 class VerificationFailed(RunbookError):
@@ -38,7 +34,7 @@ def verify_backup(backup_label: str | None = None) -> VerificationReport:
     live = settings.live_dsn()
     backup = select_backup(engine, backup_label)
     scratch = plan_scratch_cluster(settings, "verify")
-    report = VerificationReport(backup_label=backup.label, backup_kind=backup.kind.value, checks=[])
+    report = VerificationReport(backup_label=backup.label, backup_kind=backup.kind, checks=[])
     phase = "restore"
     try:
         restored = restore_to_directory(

@@ -1,1 +1,3 @@
-"""Backup engines: one contract (``base``), one module per engine."""
+"""Backups: the engine contract and its pgBackRest engine, recovery planning over it, and how fresh
+the last backup and verification are.
+"""

@@ -14,10 +14,12 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from tasks.errors import RefusedError, RunbookError
+from tasks.core.errors import RefusedError, RunbookError
 
 
 class BackupKind(StrEnum):
+    """A backup's type: ``full``, ``diff`` (since the last full), ``incr`` (since the last one)."""
+
     FULL = "full"
     DIFF = "diff"
     INCR = "incr"
@@ -32,6 +34,8 @@ class BackupError(RunbookError):
 
 
 class RepositoryUnreachable(BackupError):
+    """The backup repository cannot be reached (path, bucket, credentials, network); transient."""
+
     transient = True
 
 
@@ -58,6 +62,7 @@ class BackupInfo(BaseModel):
 
     @property
     def duration_s(self) -> float:
+        """How long the backup ran, in seconds (``stopped_at - started_at``)."""
         return (self.stopped_at - self.started_at).total_seconds()
 
 
@@ -75,6 +80,7 @@ class RestoreWindow(BaseModel):
     newest_wal_segment: str | None
 
     def contains(self, moment: datetime) -> bool:
+        """Whether ``earliest <= moment <= latest`` (no ``latest``: no upper bound); aware times."""
         return self.earliest <= moment and (self.latest is None or moment <= self.latest)
 
 
@@ -100,6 +106,8 @@ class RecoveryTarget(BaseModel):
 
 
 class RestoreRequest(BaseModel):
+    """What to restore where: one explicit backup set, an engine-specific destination, a target."""
+
     backup_label: str = Field(description="explicit backup set; never 'whatever is newest'")
     destination: str
     target: RecoveryTarget = RecoveryTarget()
@@ -109,6 +117,12 @@ class RestoreRequest(BaseModel):
 
 
 class RestoreResult(BaseModel):
+    """What a restore did: the backup set, where it went, ``seconds`` and ``bytes_restored``.
+
+    ``seconds`` is the restore command's wall time; ``bytes_restored`` is the backup's database
+    size (``BackupInfo.size_bytes``), not a count of bytes copied.
+    """
+
     backup_label: str
     destination: str
     seconds: float
@@ -116,6 +130,8 @@ class RestoreResult(BaseModel):
 
 
 class RepositoryCheck(BaseModel):
+    """What ``verify_repository`` found: ``ok``, and the tool's output or error as ``detail``."""
+
     ok: bool
     detail: str
 

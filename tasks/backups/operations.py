@@ -14,11 +14,11 @@ from tasks.backups.base import (
     RestoreWindow,
 )
 from tasks.backups.pgbackrest import PgBackRest
-from tasks.cluster import find_bin_dir
-from tasks.reports import markdown_table, publish_markdown, publish_table
-from tasks.retry import ops_task
-from tasks.runlog import run_logger
-from tasks.settings import Settings
+from tasks.core.reports import markdown_table, publish_markdown, publish_table
+from tasks.core.retry import ops_task
+from tasks.core.runlog import run_logger
+from tasks.core.settings import Settings
+from tasks.postgres.cluster import find_bin_dir
 
 
 def build_engine(settings: Settings) -> BackupEngine:
@@ -44,6 +44,13 @@ def scheduled_kind(now: datetime, timezone: str, full_weekday: int) -> BackupKin
 
 @ops_task("list-backups", retries=3)
 def list_backups(engine: BackupEngine) -> list[BackupInfo]:
+    """The engine's backups, oldest first, also published as the ``backups`` table artifact.
+
+    Retried 3 times on transient errors. The artifact gives sizes in MB (10^6 bytes).
+
+    Raises:
+        BackupError (RepositoryUnreachable: transient), CommandError, from the engine.
+    """
     backups = engine.list_backups()
     publish_table(
         "backups",
@@ -78,11 +85,23 @@ def select_backup(engine: BackupEngine, label: str | None) -> BackupInfo:
 
 @ops_task("restorable-window", retries=3)
 def restorable_window(engine: BackupEngine, timeline: int | None = None) -> RestoreWindow:
+    """``engine.restorable_window(timeline)``, retried 3 times on transient errors.
+
+    Raises:
+        BackupError: the repository holds no backup, or pgBackRest failed; CommandError.
+    """
     return engine.restorable_window(timeline)
 
 
 @ops_task("take-backup")
 def take_backup(engine: BackupEngine, kind: BackupKind) -> BackupInfo:
+    """Take a ``kind`` backup, log it and publish it as the ``backup-taken`` artifact.
+
+    Never retried. Returns the new backup as the repository lists it afterwards.
+
+    Raises:
+        BackupError, or CommandError (CommandTimedOut past the engine's backup deadline).
+    """
     # Not retried: a half-finished backup is resumed or cleaned by pgBackRest itself on the next
     # run, and a blind retry would double the load on the live cluster during an incident.
     logger = run_logger()

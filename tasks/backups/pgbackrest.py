@@ -29,9 +29,15 @@ from tasks.backups.base import (
     RestoreResult,
     RestoreWindow,
 )
-from tasks.cluster import is_data_directory, make_owned_dir
-from tasks.errors import RefusedError
-from tasks.process import CommandError, CommandFailed, effective_user, require_tool, run_command
+from tasks.core.errors import RefusedError
+from tasks.core.process import (
+    CommandError,
+    CommandFailed,
+    effective_user,
+    require_tool,
+    run_command,
+)
+from tasks.postgres.cluster import is_data_directory, make_owned_dir
 
 INSTALL_HINT = "install pgBackRest (apt-get install pgbackrest) and put it on PATH"
 WALDUMP_SEGMENTS_BACK = 16
@@ -107,9 +113,27 @@ class PgBackRest(BackupEngine):
     # -- the contract ----------------------------------------------------------------------------
 
     def list_backups(self) -> list[BackupInfo]:
+        """The stanza's backups from ``pgbackrest info --output=json``, oldest first.
+
+        Raises:
+            RepositoryUnreachable: the stanza's status is not ok, or the repository is unreachable.
+            BackupError, ToolMissing, CommandTimedOut (past ``command_deadline_s``).
+        """
         return _backups(self.info())
 
     def restorable_window(self, timeline: int | None = None) -> RestoreWindow:
+        """The window from ``pgbackrest info``: from one second after the oldest backup's stop time.
+
+        ``latest`` is the last COMMIT in archived WAL (``archive-get``, then ``pg_waldump``), read
+        on ``timeline`` (its newest segment found with ``repo-ls``) when the repository's newest
+        segment is on another; None when nothing is archived there, or no commit is in the last
+        ``WALDUMP_SEGMENTS_BACK`` segments.
+
+        Raises:
+            BackupError: the stanza has no backups, or a command failed (RepositoryUnreachable when
+                the repository cannot be reached).
+            ToolMissing, CommandTimedOut (each command past ``command_deadline_s``).
+        """
         record = self.info()
         backups = _backups(record)
         if not backups:
@@ -160,6 +184,12 @@ class PgBackRest(BackupEngine):
         return None
 
     def take_backup(self, kind: BackupKind) -> BackupInfo:
+        """Run ``pgbackrest backup --type=<kind>`` and return the new backup ``info`` then lists.
+
+        Raises:
+            BackupError: the command failed, or no new backup was listed after it.
+            RepositoryUnreachable, ToolMissing, CommandTimedOut (past ``backup_deadline_s``).
+        """
         before = {b.label for b in self.list_backups()}
         self._run(
             "backup",
@@ -174,6 +204,14 @@ class PgBackRest(BackupEngine):
         return new[-1]
 
     def verify_repository(self, label: str | None = None) -> RepositoryCheck:
+        """Run ``pgbackrest verify`` (``--set=<label>`` when given) and read its problem counts.
+
+        A failed command, or output reporting files missing or with an invalid checksum or size,
+        gives ``ok=False``; ``detail`` is the error or the output's last 1000 characters.
+
+        Raises:
+            RepositoryUnreachable, ToolMissing, CommandTimedOut (past ``restore_deadline_s``).
+        """
         args = ["verify", "--output=text", "--verbose"]
         if label:
             args.append(f"--set={label}")
@@ -188,6 +226,18 @@ class PgBackRest(BackupEngine):
         return RepositoryCheck(ok=not bad, detail=out.strip()[-1000:] or "ok")
 
     def restore(self, request: RestoreRequest) -> RestoreResult:
+        """Run ``pgbackrest restore --set=<label>`` into ``request.destination`` (new or empty).
+
+        Recovery options come from ``target_options``; ``--archive-mode=off`` unless
+        ``archive_into_repository``.
+
+        Raises:
+            RefusedError: the destination is a data directory, is not empty, or the OS user cannot
+                reach it.
+            BackupNotFound: the repository has no such label.
+            BackupError, RepositoryUnreachable, ToolMissing, CommandTimedOut (past
+                ``restore_deadline_s``).
+        """
         destination = Path(request.destination)
         check_restore_destination(destination)
         backup = self.find_backup(request.backup_label)
@@ -276,6 +326,11 @@ def previous_segment(segment: str) -> str | None:
 
 
 def target_options(target: RecoveryTarget) -> list[str]:
+    """The ``pgbackrest restore`` options for ``target``, always with ``--target-action=promote``.
+
+    ``immediate`` gives ``--type=immediate``; any other type ``--type`` and ``--target``, plus
+    ``--target-exclusive`` when not inclusive and ``--target-timeline`` when a timeline is set.
+    """
     if target.type == "immediate":
         return ["--type=immediate", "--target-action=promote"]
     options = [f"--type={target.type}", f"--target={target.value}", "--target-action=promote"]

@@ -1,0 +1,3 @@
+"""What every system shares: settings and models, errors, the retry policy, the subprocess runner,
+check results, reports and artifacts, events, units.
+"""

@@ -1,0 +1,1 @@
+"""The platform's HTTP endpoints through httpx: health probes."""

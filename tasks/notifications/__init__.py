@@ -1,0 +1,1 @@
+"""Telling people through Prefect notification blocks (Slack, webhooks, email)."""

@@ -1,0 +1,3 @@
+"""The weekly and monthly reviews: query performance, security, dependency audit, capacity
+planning.
+"""
