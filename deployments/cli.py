@@ -142,9 +142,13 @@ def demo(
     approve_as: Annotated[
         str | None, typer.Option(help="approve the demo's recovery yourself, as this name")
     ] = None,
+    keep: Annotated[
+        bool, typer.Option(help="keep the restored copy instead of discarding it at the end")
+    ] = False,
 ) -> None:
     """The main job: sandbox, Prefect server, served deployments; a backup taken and verified,
-    a point-in-time recovery behind an approval, and the daily health check."""
+    a point-in-time recovery behind an approval, the daily health check, and the restored copy
+    discarded through discard-restored-cluster (unless --keep)."""
     from deployments.demo import run_demo
 
     box = _sandbox()
@@ -154,7 +158,7 @@ def demo(
             box.up()
         box.prefect_home.mkdir(parents=True, exist_ok=True)
         _reexec_with(box.prefect_env())
-        run_demo(box, timeout=timeout, stop_after=down, approve_as=approve_as)
+        run_demo(box, timeout=timeout, stop_after=down, approve_as=approve_as, keep=keep)
     except RunbookError as exc:
         _fail(exc)
 

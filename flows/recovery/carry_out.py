@@ -57,9 +57,15 @@ def carry_out_recovery(
             )
         assert plan.live_data_dir is not None
         assert plan.live_port is not None
-        live = LocalCluster(plan.live_data_dir, plan.live_port, restored.bin_dir, restored.os_user)
+        live = LocalCluster(
+            plan.live_data_dir,
+            plan.live_port,
+            restored.bin_dir,
+            restored.os_user,
+            restored.config_file,  # the live cluster's own, when outside its data directory
+        )
         result.switchover = switch_over(
-            restored.cluster(), live, settings.live_dsn(), settings.recovery.start_deadline_s
+            restored.cluster(), live, settings.live_dsn(), plan.backup.system_id, settings.recovery
         )
         remove_scratch_cluster(restored)  # its data directory now lives in the live one's place
         result.outcome = "replaced"

@@ -57,3 +57,9 @@ class RecoverySettings(SystemSettings):
         default=1.2, ge=1, description="free space needed at the restore root, x backup size"
     )
     start_deadline_s: float = Field(default=120, gt=0, description="live restart in switchover")
+    archive_deadline_s: float = Field(
+        default=120,
+        gt=0,
+        description="after a switchover, how long the new live cluster has to archive a WAL "
+        "segment before the switchover is undone",
+    )
