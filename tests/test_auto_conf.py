@@ -62,3 +62,9 @@ def test_a_copy_put_back_is_kept_from_archiving_once(tmp_path):
     assert text.startswith(OPERATOR) and text.count("archive_mode = 'off'") == 1
     assert text.rstrip().endswith("archive_mode = 'off'")
     assert without_restore_settings(text)[0] == OPERATOR
+
+
+def test_a_line_appended_after_the_block_is_not_taken_for_part_of_it():
+    appended = "shared_buffers = '256MB'\n"
+    text, removed = without_restore_settings(OPERATOR + "\n" + BLOCK + appended)
+    assert text == OPERATOR + appended and len(removed) == 6
