@@ -1,5 +1,6 @@
 """Restored copies beside a sandbox's live cluster, made the way recoveries make them, and the
-one-row ``status`` table that tells whose data a server holds."""
+one-row ``status`` table that tells whose data a server holds (read with
+``tests.test_recovery.stage_at``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sandbox.platform import Sandbox
 from tasks.backups.base import BackupKind, RestoreRequest
 from tasks.core.settings import Settings
 from tasks.postgres.scratch import ScratchCluster, restore_location, start_and_promote
-from tasks.postgres.sql import connect, fetch_value
+from tasks.postgres.sql import connect
 from tests.conftest import destroy_sandbox, engine_for, make_sandbox, settings_for
 
 
@@ -21,10 +22,6 @@ def set_stage(dsn: SecretStr, stage: int) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS status (stage int NOT NULL)")
         conn.execute("TRUNCATE status")
         conn.execute("INSERT INTO status VALUES (%s)", (stage,))
-
-
-def stage_at(dsn: SecretStr) -> int:
-    return int(str(fetch_value(dsn, "SELECT stage FROM status")))
 
 
 def restored_copy(box: Sandbox, settings: Settings) -> ScratchCluster:

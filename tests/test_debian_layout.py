@@ -22,8 +22,8 @@ from tasks.core.process import run_command
 from tasks.core.settings import CONFIG_ENV
 from tasks.postgres.cluster import find_bin_dir, free_port, make_owned_dir
 from tasks.postgres.layout import read_layout
-from tests.restored import set_stage, stage_at
-from tests.test_recovery import APPROVE, decisions
+from tests.restored import set_stage
+from tests.test_recovery import APPROVE, decisions, stage_at
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pg_createcluster") is None, reason="needs postgresql-common (pg_createcluster)"

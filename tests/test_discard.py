@@ -24,8 +24,8 @@ from tasks.postgres.restored_copies import (
 from tasks.postgres.scratch import remove_scratch_cluster
 from tasks.postgres.switchover import switch_over
 from tests.conftest import engine_for
-from tests.restored import restored_copy, stage_at, staged_sandbox
-from tests.test_recovery import APPROVE, REJECT, decisions
+from tests.restored import restored_copy, staged_sandbox
+from tests.test_recovery import APPROVE, REJECT, decisions, stage_at
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from tasks.postgres.sql import connect, with_port
 from tasks.postgres.switchover import kept_directories, switch_over
 from tasks.postgres.switchover_journal import journal_path
 from tests.conftest import engine_for
-from tests.restored import restored_copy, set_stage, stage_at, staged_sandbox
-from tests.test_recovery import APPROVE, decisions
+from tests.restored import restored_copy, set_stage, staged_sandbox
+from tests.test_recovery import APPROVE, decisions, stage_at
 
 RESTORE_SETTINGS = ("restore_command", "recovery_target")
 

@@ -29,8 +29,8 @@ from tasks.postgres.scratch import ScratchCluster, remove_scratch_cluster
 from tasks.postgres.switchover import SwitchoverFailed, switch_over
 from tasks.postgres.switchover_journal import SwitchoverJournal, journal_path, load_journal
 from tests.conftest import engine_for
-from tests.restored import restored_copy, stage_at, staged_sandbox
-from tests.test_recovery import APPROVE, decisions
+from tests.restored import restored_copy, staged_sandbox
+from tests.test_recovery import APPROVE, decisions, stage_at
 
 PROJECT = Path(__file__).resolve().parent.parent
 

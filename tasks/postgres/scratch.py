@@ -64,7 +64,7 @@ class ScratchCluster(BaseModel):
         ``discard-restored-cluster`` may remove it); re-pick the port if it got taken."""
         make_owned_dir(self.root.parent, self.os_user, mode=0o711)
         make_owned_dir(self.root, self.os_user)
-        mark_owned(self.root, "restored", f"{self.root.name}: a restored copy on port {self.port}")
+        mark_owned(self.root, "restored", f"a restored copy ({self.root.name})")
         return self if not port_in_use(self.port) else self.model_copy(update={"port": free_port()})
 
 
