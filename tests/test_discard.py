@@ -5,8 +5,10 @@ recovery made."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from flows.recovery.discard_restored_cluster import discard_restored_cluster
@@ -26,6 +28,7 @@ from tasks.postgres.switchover import switch_over
 from tests.conftest import engine_for
 from tests.restored import restored_copy, staged_sandbox
 from tests.test_recovery import APPROVE, REJECT, decisions, stage_at
+from tests.test_serving import served  # noqa: F401 - the fixture: `runbook serve` in a process
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +111,20 @@ def test_discard_refuses_live_and_what_no_recovery_made(box, use_platform):
         shutil.rmtree(by_hand)
         shutil.rmtree(copied)
     assert live_cluster(settings).is_running()
+
+
+def test_the_demo_discards_its_restored_copy_through_the_served_deployment(
+    served,  # noqa: F811 - the fixture imported above
+    platform,
+    use_platform,
+):
+    from deployments.demo import DISCARD, discard_step
+
+    deadline = time.monotonic() + 90  # serve registers the deployments one after another
+    while httpx.get(f"{served}/deployments/name/{DISCARD}").status_code != 200:
+        assert time.monotonic() < deadline, f"{DISCARD} was not registered in 90 s"
+        time.sleep(0.5)
+    copy = restored_copy(platform, use_platform(platform))
+    discard_step(copy.data_dir, "demo test", timeout=180)
+    assert not copy.root.exists() and not port_in_use(copy.port)
+    assert platform.cluster().is_running()

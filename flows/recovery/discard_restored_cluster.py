@@ -12,7 +12,6 @@ from pydantic import Field
 
 from flows.approval import request_approval
 from flows.lock import recovery_lock
-from tasks.core.errors import RefusedError
 from tasks.core.events import emit_flow_failure
 from tasks.core.reports import publish_markdown
 from tasks.core.settings import load_settings
@@ -40,12 +39,5 @@ def discard_restored_cluster(
         if not decision.approved:
             return Cancelled(message=decision.summary())
         checked = plan_discard(Path(path), settings)  # again: nothing may have changed meanwhile
-        if (
-            checked.leftover.path != plan.leftover.path
-            or checked.leftover.mark != plan.leftover.mark
-        ):
-            raise RefusedError(
-                f"{path} changed while waiting for approval; nothing was removed",
-                hint="run discard-restored-cluster again and approve the plan it shows then",
-            )
+        plan.require_same_target(checked)
         return discard_leftover(checked)

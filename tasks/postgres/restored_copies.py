@@ -140,6 +140,14 @@ class DiscardPlan(BaseModel):
     bin_dir: Path
     os_user: str | None
 
+    def require_same_target(self, again: DiscardPlan) -> None:
+        """Refuse when ``again`` (planned after the approval) names another directory or mark."""
+        if again.leftover.path != self.leftover.path or again.leftover.mark != self.leftover.mark:
+            raise RefusedError(
+                f"{self.leftover.path} changed while waiting for approval; nothing was removed",
+                hint="run discard-restored-cluster again and approve the plan it shows then",
+            )
+
     def markdown(self) -> str:
         """The plan as markdown: what is removed, its size and age, and the server stopped."""
         item = self.leftover
