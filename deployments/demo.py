@@ -15,7 +15,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from deployments.serve import load_specs
-from flows.approval import answer_approval
+from flows.approval import answer_gate, wait_for_gate
 from sandbox.platform import Sandbox
 from sandbox.processes import venv_tool
 from tasks.core.errors import RunbookError
@@ -126,7 +126,8 @@ def recovery_step(box: Sandbox, ui: str, approve_as: str | None, timeout: int) -
         typer.echo(f"    approve it in the UI, or: {approve_line}")
         return
     typer.echo(f"    approving as {approve_as}  (what `{approve_line}` does)")
-    answer_approval(run.id, approved=True, approver=approve_as, reason="runbook demo")
+    wait_for_gate(run.id, "restore", timeout)
+    answer_gate(run.id, approved=True, approver=approve_as, reason="runbook demo", step="restore")
     done = _completed(PITR, wait_for_state(run.id, set(), timeout))
     result = done.state.result()  # type: ignore[union-attr]
     typer.echo(result.markdown())

@@ -18,6 +18,7 @@ from prefect import flow
 from prefect.states import State
 
 from flows.checks import final_state, gather_checks, start_task
+from flows.lock import check_recovery_lock
 from tasks.aws.logs import run_logs_checks
 from tasks.aws.s3 import run_s3_checks
 from tasks.aws.ses import run_ses_checks
@@ -49,6 +50,7 @@ def daily_checks(settings: Settings) -> dict[str, SystemChecks]:
         "ses": (run_ses_checks, (settings.aws,)),
         "stripe": (run_stripe_checks, (settings.stripe, dsn)),
         "logs": (run_logs_checks, (settings.aws,)),
+        "recovery": (check_recovery_lock, (settings.backup.stanza,)),
     }
 
 

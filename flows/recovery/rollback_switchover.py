@@ -12,11 +12,13 @@ from pydantic import Field
 
 from flows.approval import request_approval
 from flows.lock import recovery_lock
+from tasks.backups.planning import PlanChanged
+from tasks.core.approvals import ApprovalPolicy
 from tasks.core.errors import RefusedError
 from tasks.core.events import emit_flow_failure
-from tasks.core.reports import markdown_table, publish_markdown
+from tasks.core.reports import publish_markdown
 from tasks.core.settings import load_settings
-from tasks.postgres.cluster import LocalCluster, find_bin_dir
+from tasks.postgres.cluster import LocalCluster, find_bin_dir, is_data_directory
 from tasks.postgres.switchover import SwitchoverResult, kept_directories, roll_back_switchover
 
 
@@ -39,9 +41,10 @@ def rollback_switchover(
             f"{kept_data_dir or 'no directory'} is not one a switchover kept beside {data_dir}",
             hint="pick one of: " + (", ".join(map(str, kept_directories(data_dir))) or "none"),
         )
-    plan = f"# Plan: roll back the switchover of {data_dir}\n\n" + markdown_table(
-        ["", ""],
-        [["puts back", str(kept)], ["live now", f"{data_dir} (kept as .rolled-back-<time>)"]],
+    plan = (
+        f"### Plan: roll back the switchover of `{data_dir}`\n\n"
+        f"- **Puts back:** `{kept}`\n"
+        f"- **Live now:** `{data_dir}`, stopped and kept as `{data_dir.name}.rolled-back-<time>`"
     )
     publish_markdown("rollback-switchover-plan", plan, description="rollback plan")
     if dry_run:
@@ -52,8 +55,17 @@ def rollback_switchover(
         find_bin_dir(settings.postgres.bin_dir),
         settings.postgres.os_user,
     )
-    with recovery_lock(settings.backup.stanza, settings.recovery.lock_wait_s):
-        decision = request_approval("rollback", plan, settings.recovery.approval_timeout_s)
+    policy = ApprovalPolicy.from_settings(settings.recovery)
+    with recovery_lock(settings.backup.stanza, settings.recovery.lock_wait_s) as lock:
+        decision = request_approval("rollback", plan, policy)
         if not decision.approved:
             return Cancelled(message=decision.summary())
+        lock.check()
+        if kept not in kept_directories(data_dir) or not is_data_directory(data_dir):
+            raise PlanChanged(
+                f"the plan changed while it waited for approval: {kept} is no longer a kept "
+                f"directory beside {data_dir}, or {data_dir} is no longer a data directory; "
+                "nothing was changed",
+                hint="look at the directories and start the rollback again",
+            )
         return roll_back_switchover(kept, live, live_dsn, settings.recovery.start_deadline_s)
