@@ -17,7 +17,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from deployments.serve import load_specs
-from flows.approval import answer_approval
+from flows.approval import answer_gate, wait_for_gate
 from sandbox.platform import Sandbox
 from sandbox.processes import venv_tool
 from tasks.core.errors import RunbookError
@@ -131,7 +131,8 @@ def recovery_step(box: Sandbox, ui: str, approve_as: str | None, timeout: int) -
         typer.echo(f"    approve it in the UI, or: {approve_line}")
         return None
     typer.echo(f"    approving as {approve_as}  (what `{approve_line}` does)")
-    answer_approval(run.id, approved=True, approver=approve_as, reason="runbook demo")
+    wait_for_gate(run.id, "restore", timeout)
+    answer_gate(run.id, approved=True, approver=approve_as, reason="runbook demo", step="restore")
     done = _completed(PITR, wait_for_state(run.id, set(), timeout))
     result = done.state.result()  # type: ignore[union-attr]
     typer.echo(result.markdown())
@@ -153,7 +154,10 @@ def discard_step(restored: Path, approve_as: str, timeout: int) -> None:
     if paused.state_name != "Paused":
         _completed(DISCARD, paused)
     typer.echo(f"    approving as {approve_as}")
-    answer_approval(run.id, approved=True, approver=approve_as, reason="runbook demo cleanup")
+    wait_for_gate(run.id, "discard", timeout)
+    answer_gate(
+        run.id, approved=True, approver=approve_as, reason="runbook demo cleanup", step="discard"
+    )
     _completed(DISCARD, wait_for_state(run.id, set(), timeout))
     typer.echo(f"    removed {restored.parent} (its server stopped first)")
 

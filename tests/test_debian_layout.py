@@ -22,8 +22,8 @@ from tasks.core.process import run_command
 from tasks.core.settings import CONFIG_ENV
 from tasks.postgres.cluster import find_bin_dir, free_port, make_owned_dir
 from tasks.postgres.layout import read_layout
+from tests.recovery_support import APPROVE, APPROVE_2, decisions, stage_at
 from tests.restored import set_stage
-from tests.test_recovery import APPROVE, decisions, stage_at
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pg_createcluster") is None, reason="needs postgresql-common (pg_createcluster)"
@@ -109,7 +109,7 @@ def test_a_debian_cluster_restores_verifies_and_switches_over(
     label = (
         PgBackRest(stanza=STANZA, config=config, bin_dir=find_bin_dir()).list_backups()[-1].label
     )
-    with decisions("restore-backup", APPROVE, APPROVE):
+    with decisions("restore-backup", ("restore", APPROVE), ("switchover", APPROVE_2)):
         result = restore_backup(backup_label=label, mode="replace")
 
     assert result.outcome == "replaced" and result.verified

@@ -26,8 +26,8 @@ from tasks.postgres.restored_copies import (
 from tasks.postgres.scratch import remove_scratch_cluster
 from tasks.postgres.switchover import switch_over
 from tests.conftest import engine_for
+from tests.recovery_support import APPROVE, REJECT, decisions, stage_at
 from tests.restored import restored_copy, staged_sandbox
-from tests.test_recovery import APPROVE, REJECT, decisions, stage_at
 from tests.test_serving import served  # noqa: F401 - the fixture: `runbook serve` in a process
 
 
@@ -67,16 +67,16 @@ def test_leftovers_are_reported_then_discarded_behind_an_approval(
     assert "stopped first" in planned.plan.markdown() and "MiB" in planned.plan.markdown()
     assert copy.cluster().is_running()
 
-    with decisions("discard-restored-cluster", REJECT):
+    with decisions("discard-restored-cluster", ("discard", REJECT)):
         state = discard_restored_cluster(path=str(copy.data_dir), return_state=True)
     assert state.is_cancelled() and copy.cluster().is_running()
 
-    with decisions("discard-restored-cluster", APPROVE):
+    with decisions("discard-restored-cluster", ("discard", APPROVE)):
         done = discard_restored_cluster(path=str(copy.data_dir))
     assert done.outcome == "discarded"
     assert not copy.root.exists() and not port_in_use(copy.port)
 
-    with decisions("discard-restored-cluster", APPROVE):
+    with decisions("discard-restored-cluster", ("discard", APPROVE)):
         discard_restored_cluster(path=str(kept))
     assert not kept.exists()
     assert [c.status for c in run_restored_copy_checks.fn(settings.postgres.data_dir, roots)] == [

@@ -21,8 +21,8 @@ from tasks.postgres.sql import connect, with_port
 from tasks.postgres.switchover import kept_directories, switch_over
 from tasks.postgres.switchover_journal import journal_path
 from tests.conftest import engine_for
+from tests.recovery_support import APPROVE, APPROVE_2, decisions, stage_at
 from tests.restored import restored_copy, set_stage, staged_sandbox
-from tests.test_recovery import APPROVE, decisions, stage_at
 
 RESTORE_SETTINGS = ("restore_command", "recovery_target")
 
@@ -61,7 +61,7 @@ def test_replace_and_several_more_leave_no_restore_settings_in_live(
     settings = use_platform(box)
     live_dsn = settings.live_dsn()
     label = engine_for(box).list_backups()[-1].label
-    with decisions("restore-backup", APPROVE, APPROVE):
+    with decisions("restore-backup", ("restore", APPROVE), ("switchover", APPROVE_2)):
         result = restore_backup(backup_label=label, mode="replace")
     assert result.outcome == "replaced" and stage_at(live_dsn) == 1
     assert_nothing_of_the_restore_left(settings)

@@ -29,8 +29,8 @@ from tasks.postgres.scratch import ScratchCluster, remove_scratch_cluster
 from tasks.postgres.switchover import SwitchoverFailed, switch_over
 from tasks.postgres.switchover_journal import SwitchoverJournal, journal_path, load_journal
 from tests.conftest import engine_for
+from tests.recovery_support import APPROVE, decisions, stage_at
 from tests.restored import restored_copy, staged_sandbox
-from tests.test_recovery import APPROVE, decisions, stage_at
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -180,7 +180,7 @@ def test_sigkill_at_a_step_is_reported_and_undone_by_rollback_switchover(
     assert reported.status == "fail" and "rollback-switchover" in reported.hint
     assert f"step {step!r}" in reported.detail
 
-    with decisions("rollback-switchover", APPROVE):
+    with decisions("rollback-switchover", ("repair", APPROVE)):
         repaired = rollback_switchover()
     assert repaired.action == "undone"
     assert_original_back_and_nothing_left(settings, scratch)
@@ -192,7 +192,7 @@ def test_sigkill_after_the_proof_is_finished_by_rollback_switchover(prefect_serv
     settings, scratch, backup_id = copy
     data_dir = settings.postgres.data_dir
     kill(start_halting_child(box, scratch, "finish", backup_id))
-    with decisions("rollback-switchover", APPROVE):
+    with decisions("rollback-switchover", ("repair", APPROVE)):
         repaired = rollback_switchover()
     assert repaired.action == "finished"
     assert stage_at(settings.live_dsn()) == 1

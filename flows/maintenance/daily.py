@@ -19,6 +19,7 @@ from prefect import flow
 from prefect.states import State
 
 from flows.checks import final_state, gather_checks, start_task
+from flows.lock import check_recovery_lock
 from tasks.aws.logs import run_logs_checks
 from tasks.aws.s3 import run_s3_checks
 from tasks.aws.ses import run_ses_checks
@@ -55,6 +56,7 @@ def daily_checks(settings: Settings) -> dict[str, SystemChecks]:
             run_restored_copy_checks,
             (settings.postgres.data_dir, leftover_roots(settings)),
         ),
+        "recovery": (check_recovery_lock, (settings.backup.stanza,)),
     }
 
 

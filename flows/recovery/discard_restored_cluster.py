@@ -12,6 +12,7 @@ from pydantic import Field
 
 from flows.approval import request_approval
 from flows.lock import recovery_lock
+from tasks.core.approvals import ApprovalPolicy
 from tasks.core.events import emit_flow_failure
 from tasks.core.reports import publish_markdown
 from tasks.core.settings import load_settings
@@ -32,12 +33,12 @@ def discard_restored_cluster(
     publish_markdown("discard-plan", plan.markdown(), description=f"discard {plan.leftover.path}")
     if dry_run:
         return DiscardResult(plan=plan, outcome="planned")
-    with recovery_lock(settings.backup.stanza, settings.recovery.lock_wait_s):
-        decision = request_approval(
-            "discard", plan.markdown(), settings.recovery.approval_timeout_s
-        )
+    policy = ApprovalPolicy.from_settings(settings.recovery)
+    with recovery_lock(settings.backup.stanza, settings.recovery.lock_wait_s) as lock:
+        decision = request_approval("discard", plan.markdown(), policy)
         if not decision.approved:
             return Cancelled(message=decision.summary())
+        lock.check()
         checked = plan_discard(Path(path), settings)  # again: nothing may have changed meanwhile
         plan.require_same_target(checked)
         return discard_leftover(checked)

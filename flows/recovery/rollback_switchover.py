@@ -12,9 +12,10 @@ from pydantic import Field
 
 from flows.approval import request_approval
 from flows.lock import recovery_lock
+from tasks.core.approvals import ApprovalPolicy
 from tasks.core.errors import RefusedError
 from tasks.core.events import emit_flow_failure
-from tasks.core.reports import markdown_table, publish_markdown
+from tasks.core.reports import publish_markdown
 from tasks.core.settings import load_settings
 from tasks.postgres.layout import live_cluster
 from tasks.postgres.switchover import (
@@ -49,10 +50,12 @@ def rollback_switchover(
     publish_markdown("rollback-switchover-plan", plan, description=f"{step} plan")
     if dry_run:
         return Cancelled(message="dry run: nothing was changed")
-    with recovery_lock(settings.backup.stanza, settings.recovery.lock_wait_s):
-        decision = request_approval(step, plan, settings.recovery.approval_timeout_s)
+    policy = ApprovalPolicy.from_settings(settings.recovery)
+    with recovery_lock(settings.backup.stanza, settings.recovery.lock_wait_s) as lock:
+        decision = request_approval(step, plan, policy)
         if not decision.approved:
             return Cancelled(message=decision.summary())
+        lock.check()
         if journal is not None:
             require_unchanged(journal)
             return repair_switchover(journal, settings.recovery.start_deadline_s)
@@ -76,10 +79,11 @@ def choose_kept_directory(data_dir: Path, asked: str | None) -> Path:
 
 
 def rollback_plan(data_dir: Path, kept: Path) -> str:
-    """The plan of a rollback, as shown for approval."""
-    return f"# Plan: roll back the switchover of {data_dir}\n\n" + markdown_table(
-        ["", ""],
-        [["puts back", str(kept)], ["live now", f"{data_dir} (kept as .rolled-back-<time>)"]],
+    """The plan of a rollback, as shown for approval (a list: it wraps in the resume dialog)."""
+    return (
+        f"### Plan: roll back the switchover of `{data_dir}`\n\n"
+        f"- **Puts back:** `{kept}`\n"
+        f"- **Live now:** `{data_dir}`, stopped and kept as `{data_dir.name}.rolled-back-<time>`"
     )
 
 
@@ -98,8 +102,10 @@ def repair_plan(journal: SwitchoverJournal, asked: str | None) -> str:
         else f"undo it: {journal.live_data_dir} gets its original data back and is started; "
         f"{journal.incoming_data_dir} goes back where it was, stopped"
     )
-    return f"# Plan: repair the interrupted switchover of {journal.live_data_dir}\n\n" + (
-        markdown_table(["", ""], [["journal", journal.describe()], ["repair", effect]])
+    return (
+        f"### Plan: repair the interrupted switchover of `{journal.live_data_dir}`\n\n"
+        f"- **Journal:** {journal.describe()}\n"
+        f"- **Repair:** {effect}"
     )
 
 
