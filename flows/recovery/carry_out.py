@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from prefect.states import Cancelled, State
-from pydantic import SecretStr
 
 from flows.approval import request_approval
 from flows.lock import recovery_lock
@@ -22,6 +20,7 @@ from tasks.core.runlog import run_logger
 from tasks.core.settings import Settings
 from tasks.postgres.cluster import LocalCluster
 from tasks.postgres.scratch import ScratchCluster, remove_scratch_cluster, start_and_promote
+from tasks.postgres.sql import redact_dsn
 from tasks.postgres.switchover import switch_over
 from tasks.postgres.verification import verify_restored_cluster
 
@@ -124,7 +123,7 @@ def restore_and_verify(
             hint=failed.hint,
         )
     result.outcome = "restored"
-    result.restored_dsn = _without_password(restored.dsn(live_dsn))
+    result.restored_dsn = redact_dsn(restored.dsn(live_dsn))
     return restored
 
 
@@ -141,10 +140,3 @@ def finish(result: RecoveryResult) -> RecoveryResult:
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def _without_password(dsn: SecretStr) -> str:
-    parts = urlsplit(dsn.get_secret_value())
-    user = parts.username or ""
-    netloc = f"{user}@{parts.hostname}:{parts.port}" if user else f"{parts.hostname}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))

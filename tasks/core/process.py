@@ -1,12 +1,20 @@
-"""Run external tools with a hard deadline, optionally as another OS user.
+"""Run external tools with a hard deadline, optionally as another OS user, in an allow-listed
+environment.
 
 Prefect's task ``timeout_seconds`` cannot interrupt a blocking call in a worker thread, so every
 subprocess gets its own deadline here: on expiry its whole process group is killed.
+
+Our own environment holds secrets (``RUNBOOK_PG_DSN``, API keys, AWS credentials) that no tool
+needs, and a child's environment is readable in ``/proc/<pid>/environ`` for as long as it runs
+(a PostgreSQL server: for months). So a child gets only ``BASE_ENVIRONMENT``, the names its
+caller says the tool documents it needs (``inherit``), and the variables given explicitly
+(``env``); nothing else of ours.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import pwd
 import shutil
@@ -20,6 +28,22 @@ from pathlib import Path
 from tasks.core.errors import RunbookError
 
 OUTPUT_TAIL = 2000  # characters of a tool's own output kept in an error message
+# What every child gets from our environment: where programs are, the home directory, the locale
+# and the timezone. ``NAME_*`` is a prefix pattern.
+BASE_ENVIRONMENT = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR")
+# What a tool that speaks HTTPS needs to get out: proxies and CA bundles (pip-audit, npm).
+NETWORK_ENVIRONMENT = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+)
 
 
 class CommandError(RunbookError):
@@ -74,34 +98,60 @@ def require_tool(path: str | Path, *, hint: str) -> str:
     return found
 
 
+def child_environment(
+    *,
+    inherit: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    user: str | None = None,
+) -> dict[str, str]:
+    """The environment a child process gets: never a copy of ours.
+
+    Args:
+        inherit: names (or ``NAME_*`` prefixes) of our variables the tool documents it needs,
+            on top of ``BASE_ENVIRONMENT``.
+        env: variables given explicitly; they win over inherited ones.
+        user: the OS user the child runs as: ``HOME``, ``USER`` and ``LOGNAME`` become theirs.
+    """
+    patterns = (*BASE_ENVIRONMENT, *inherit)
+    child = {
+        name: value
+        for name, value in os.environ.items()
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    }
+    if user is not None:
+        child |= {"HOME": pwd.getpwnam(user).pw_dir, "USER": user, "LOGNAME": user}
+    return child | dict(env or {})
+
+
 def run_command(
     args: Sequence[str | Path],
     *,
     timeout: float,
     user: str | None = None,
     env: Mapping[str, str] | None = None,
+    inherit: Sequence[str] = (),
     cwd: str | Path | None = None,
     check: bool = True,
     what: str = "",
 ) -> CommandResult:
-    """Run ``args`` and wait at most ``timeout`` seconds.
+    """Run ``args`` and wait at most ``timeout`` seconds, in ``child_environment``.
 
     Args:
         user: switch to this OS user (only meaningful as root; see ``effective_user``).
-        env: extra environment variables (secrets go here, never into ``args``).
+        env: variables the tool gets explicitly (a secret only when this tool needs it; never
+            in ``args``, which every local user can read).
+        inherit: our variables the tool documents it needs beyond ``BASE_ENVIRONMENT``.
         what: a few words for error messages, e.g. "pgBackRest restore".
     Raises:
         ToolMissing, CommandTimedOut, CommandFailed (when ``check`` and the exit code is not 0).
     """
     argv = [str(a) for a in args]
     what = what or Path(argv[0]).name
-    full_env = dict(os.environ)
     kwargs: dict[str, object] = {}
     if user is not None:
         entry = pwd.getpwnam(user)
         kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
-        full_env["HOME"] = entry.pw_dir
-    full_env.update(env or {})
+    full_env = child_environment(inherit=inherit, env=env, user=user)
     started = time.monotonic()
     try:
         proc = subprocess.Popen(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, SecretStr
 
 from tasks.core.errors import RunbookError
 from tasks.core.settings.postgres import TableCheck
+from tasks.postgres.sql import mask_password
 
 if TYPE_CHECKING:
     from great_expectations.core.expectation_validation_result import (
@@ -89,7 +90,6 @@ def run_table_suite(dsn: SecretStr, tables: list[TableCheck]) -> SuiteOutcome:
     password = urlsplit(dsn.get_secret_value()).password or ""
     # Fully percent-encoded, so GX's config substitution finds no "$" or backslash in it.
     encoded = quote(unquote(password), safe="")
-    secrets = {password, unquote(password), encoded} - {""}
     connection_strings = {
         schema: _connection_string(dsn.get_secret_value(), schema)
         for schema in {_split_name(name)[0] for name in names}
@@ -130,8 +130,8 @@ def run_table_suite(dsn: SecretStr, tables: list[TableCheck]) -> SuiteOutcome:
             except Exception as error:  # noqa: BLE001 - re-raised below, scrubbed
                 message = f"cannot check table {check.name!r}: {error}"
                 hint = "check the DSN, and that the table exists and is readable"
-                raise DataQualityError(_redact(f"{message} ({hint})", secrets)) from None
-            outcomes.extend(_outcomes(check, result, secrets))
+                raise DataQualityError(mask_password(f"{message} ({hint})", dsn)) from None
+            outcomes.extend(_outcomes(check, result, dsn))
     finally:
         for datasource in datasources.values():
             _close(datasource)
@@ -182,7 +182,7 @@ def _expectations(check: TableCheck) -> list[Expectation]:
 
 
 def _outcomes(
-    check: TableCheck, result: ExpectationSuiteValidationResult, secrets: set[str]
+    check: TableCheck, result: ExpectationSuiteValidationResult, dsn: SecretStr
 ) -> list[ExpectationOutcome]:
     """Turn one table's GX result into outcomes, in suite order.
 
@@ -198,7 +198,7 @@ def _outcomes(
         error = _raised_message(item.exception_info)
         if error is not None:
             message = f"cannot check table {check.name!r}, column {column!r}: {error}"
-            raise DataQualityError(_redact(f"{message} (check the key columns exist)", secrets))
+            raise DataQualityError(mask_password(f"{message} (check the key columns exist)", dsn))
         outcomes.append(
             ExpectationOutcome(
                 table=check.name,
@@ -236,13 +236,6 @@ def _raised_message(exception_info: dict[str, Any] | None) -> str | None:
         if isinstance(entry, dict) and entry.get("raised_exception"):
             return str(entry.get("exception_message"))
     return None
-
-
-def _redact(text: str, secrets: set[str]) -> str:
-    """Replace every form of the password in ``text`` with ``***``."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 def _close(datasource: PostgresDatasource) -> None:

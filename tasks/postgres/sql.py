@@ -1,7 +1,9 @@
 """SQL against a PostgreSQL server: status, archiving, integrity checks and row counts.
 
 Every function takes the DSN as a ``SecretStr`` and opens a short autocommit connection with a
-connect timeout and a statement timeout; psycopg errors become ``PostgresError`` here.
+connect timeout and a statement timeout; psycopg errors become ``PostgresError`` here, with the
+password masked. A DSN is shown (artifact, log line, result, message) only through
+``redact_dsn`` or ``describe``, which drop its password wherever it is written.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import class_row
 from pydantic import BaseModel, SecretStr
 
@@ -21,6 +24,7 @@ from tasks.core.errors import RunbookError
 
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 600_000
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})  # libpq parameters never shown
 
 
 class PostgresError(RunbookError):
@@ -52,24 +56,75 @@ def connect(
         )
     except psycopg.Error as exc:
         raise PostgresUnreachable(
-            f"cannot connect to {describe(dsn)}: {_first_line(exc)}",
+            f"cannot connect to {describe(dsn)}: {mask_password(_first_line(exc), dsn)}",
             hint="check that the server is running and the DSN's host, port and credentials",
         ) from None
     try:
         with conn:
             yield conn
     except psycopg.Error as exc:
-        raise PostgresError(f"on {describe(dsn)}: {_first_line(exc)}") from None
+        raise PostgresError(f"on {describe(dsn)}: {mask_password(_first_line(exc), dsn)}") from None
 
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def describe(dsn: SecretStr) -> str:
-    """host:port/db of a DSN, without user or password: safe for logs and messages."""
-    parts = urlsplit(dsn.get_secret_value())
-    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+def shown_parameters(dsn: SecretStr | str) -> dict[str, str]:
+    """The DSN's libpq parameters without the secret ones (``SECRET_PARAMETERS``).
+
+    Parsed by libpq's rules (``psycopg.conninfo.conninfo_to_dict``), so a password is dropped
+    wherever it was written: in a URL's user info, as ``?password=``, or as ``password=``.
+    An unparseable DSN gives ``{}``: its text may hold the password, so none of it is shown.
+    """
+    text = dsn.get_secret_value() if isinstance(dsn, SecretStr) else dsn
+    try:
+        parameters = conninfo_to_dict(text)
+    except psycopg.ProgrammingError:
+        return {}
+    return {k: str(v) for k, v in parameters.items() if k not in SECRET_PARAMETERS}
+
+
+def redact_dsn(dsn: SecretStr | str) -> str:
+    """The DSN as libpq ``key=value`` text without its password, e.g.
+    ``user=postgres dbname=linkist host=::1 port=5432``: usable with ``psql``, and IPv6 hosts
+    stay as written. ``"(unparseable DSN)"`` when libpq could not read it."""
+    parameters = shown_parameters(dsn)
+    return make_conninfo("", **parameters) if parameters else "(unparseable DSN)"
+
+
+def describe(dsn: SecretStr | str) -> str:
+    """``host:port/db`` of a DSN, without user or password, for short messages; an IPv6 host in
+    brackets (``[::1]:5432/linkist``), several hosts comma-separated, libpq's default port."""
+    parameters = shown_parameters(dsn)
+    hosts = parameters.get("host", "localhost").split(",")
+    ports = parameters.get("port", "5432").split(",")
+    if len(ports) == 1:  # libpq: one port serves every host
+        ports *= len(hosts)
+    where = ",".join(
+        f"[{host}]:{port or 5432}" if ":" in host else f"{host}:{port or 5432}"
+        for host, port in zip(hosts, ports, strict=False)
+    )
+    return f"{where}/{parameters['dbname']}" if "dbname" in parameters else where
+
+
+def mask_password(text: str, dsn: SecretStr | str) -> str:
+    """``text`` (a vendor's error, which may echo what it parsed) with every form of the DSN's
+    passwords (user info and ``password=``; as written, decoded, percent-encoded) as ``***``."""
+    raw = dsn.get_secret_value() if isinstance(dsn, SecretStr) else dsn
+    try:
+        given = str(conninfo_to_dict(raw).get("password") or "")
+    except psycopg.ProgrammingError:
+        given = ""
+    try:
+        in_url = (urlsplit(raw).password or "") if "://" in raw else ""
+    except ValueError:  # e.g. an unclosed IPv6 bracket: libpq's reading above is what counts
+        in_url = ""
+    forms = {given, in_url, unquote(in_url)}
+    forms |= {quote(form, safe="") for form in forms}
+    for secret in sorted(forms - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def with_port(dsn: SecretStr, port: int, host: str = "127.0.0.1") -> SecretStr:
@@ -201,19 +256,30 @@ def row_counts(dsn: SecretStr, tables: Sequence[str]) -> dict[str, int]:
 
 
 class AmcheckResult(BaseModel):
-    """What ``amcheck_btree_indexes`` found: indexes checked, and each corrupt one's error."""
+    """What ``amcheck_btree_indexes`` found: indexes checked, each corrupt one's error, and each
+    one that could not be checked (a statement timeout, a lock, a missing privilege)."""
 
     indexes_checked: int
-    corrupt: list[str]  # "index: error" for each index that failed
+    corrupt: list[str]  # "index: error" for each index amcheck found corrupt
+    unchecked: list[str] = []  # "index: error" for each index it could not check
 
 
-def amcheck_btree_indexes(dsn: SecretStr) -> AmcheckResult:
+def amcheck_btree_indexes(
+    dsn: SecretStr, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS
+) -> AmcheckResult:
     """``bt_index_check`` on every valid btree index of the database (creates amcheck if absent).
 
-    Only for a scratch or restored cluster: it may create the extension.
+    Only for a scratch or restored cluster: it may create the extension. An index is corrupt
+    only when amcheck says so (SQLSTATE class XX: ``index_corrupted``, ``data_corrupted``,
+    internal errors); any other error, a statement timeout above all, means it could not be
+    checked. ``statement_timeout_ms`` bounds each index's check.
+
+    Raises:
+        PostgresUnreachable, PostgresError (the index list could not be read).
     """
     corrupt: list[str] = []
-    with connect(dsn) as conn:
+    unchecked: list[str] = []
+    with connect(dsn, statement_timeout_ms=statement_timeout_ms) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
         indexes = conn.execute(
             "SELECT c.oid, c.oid::regclass::text FROM pg_index i"
@@ -225,6 +291,13 @@ def amcheck_btree_indexes(dsn: SecretStr) -> AmcheckResult:
         for oid, name in indexes:
             try:
                 conn.execute("SELECT bt_index_check(%s::regclass, true)", (oid,))
+            except psycopg.errors.QueryCanceled:
+                unchecked.append(
+                    f"{name}: stopped by the {statement_timeout_ms} ms statement timeout"
+                )
             except psycopg.errors.Error as exc:
-                corrupt.append(f"{name}: {_first_line(exc)}")
-    return AmcheckResult(indexes_checked=len(indexes), corrupt=corrupt)
+                found = corrupt if (exc.sqlstate or "").startswith("XX") else unchecked
+                found.append(f"{name}: {_first_line(exc)}")
+    return AmcheckResult(
+        indexes_checked=len(indexes) - len(unchecked), corrupt=corrupt, unchecked=unchecked
+    )

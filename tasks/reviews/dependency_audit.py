@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, field_validator
 
 from tasks.core.errors import RunbookError
-from tasks.core.process import require_tool, run_command
+from tasks.core.process import NETWORK_ENVIRONMENT, require_tool, run_command
 from tasks.core.reports import CheckResult, Status, markdown_table, timed_check
 from tasks.core.retry import ops_task
 from tasks.core.runlog import run_logger
@@ -27,6 +27,11 @@ SYSTEM = "dependencies"
 SEVERITIES = ("critical", "high", "moderate", "low", "info", "unrated")
 FAILING = {"critical", "high"}
 NPM_HINT = "install Node.js and npm (apt-get install npm)"
+# What each tool documents it reads from the environment, beyond the base set every child gets:
+# its own options (PIP_AUDIT_*, and pip's PIP_* such as an index or certificate; npm's
+# npm_config_*), the cache and config directories, and the way out to its service.
+PIP_AUDIT_ENVIRONMENT = (*NETWORK_ENVIRONMENT, "PIP_*", "PIP_AUDIT_*", "XDG_CACHE_HOME")
+NPM_ENVIRONMENT = (*NETWORK_ENVIRONMENT, "npm_config_*", "NPM_CONFIG_*", "XDG_CONFIG_HOME")
 
 
 class AuditUnavailable(RunbookError):
@@ -82,7 +87,11 @@ def audit_python(lock: Path, m: MaintenanceSettings) -> tuple[list[Finding], lis
     if m.osv_url:
         args.append(f"--osv-url={m.osv_url}")
     result = run_command(
-        args, timeout=m.audit_deadline_s, check=False, what=f"pip-audit {lock.name}"
+        args,
+        timeout=m.audit_deadline_s,
+        inherit=PIP_AUDIT_ENVIRONMENT,
+        check=False,
+        what=f"pip-audit {lock.name}",
     )
     hint = (
         f"pip-audit could not reach the {m.python_audit_service} vulnerability service; check "
@@ -141,7 +150,12 @@ def audit_node(lock: Path, m: MaintenanceSettings) -> tuple[list[Finding], list[
     if m.npm_registry:
         args.append(f"--registry={m.npm_registry}")
     result = run_command(
-        args, timeout=m.audit_deadline_s, cwd=lock.parent, check=False, what=f"npm audit {lock}"
+        args,
+        timeout=m.audit_deadline_s,
+        inherit=NPM_ENVIRONMENT,
+        cwd=lock.parent,
+        check=False,
+        what=f"npm audit {lock}",
     )
     hint = (
         "npm could not reach the registry's audit endpoint (POST /-/npm/v1/security/advisories/"
