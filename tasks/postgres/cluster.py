@@ -111,12 +111,18 @@ class LocalCluster:
         return self.data_dir.parent
 
     def _pg(
-        self, tool: str, *args: str | Path, timeout: float, check: bool = True
+        self,
+        tool: str,
+        *args: str | Path,
+        timeout: float,
+        check: bool = True,
+        env: dict[str, str] | None = None,
     ) -> CommandResult:
         return run_command(
             [self.bin_dir / tool, *args],
             timeout=timeout,
             user=effective_user(self.os_user),
+            env=env,
             check=check,
             what=f"{tool} ({self.data_dir})",
         )
@@ -258,8 +264,11 @@ class LocalCluster:
             return ""
 
     def control_data(self) -> dict[str, str]:
-        """``pg_controldata`` of this (stopped or running) cluster, as a dict."""
-        out = self._pg("pg_controldata", "-D", self.data_dir, timeout=30).stdout
+        """``pg_controldata`` of this (stopped or running) cluster, as a dict (English keys)."""
+        # Its labels are translated by LC_MESSAGES: read them in C, whatever the operator's locale.
+        out = self._pg(
+            "pg_controldata", "-D", self.data_dir, timeout=30, env={"LC_ALL": "C"}
+        ).stdout
         return {
             key.strip(): value.strip()
             for key, _, value in (line.partition(":") for line in out.splitlines())
@@ -274,6 +283,11 @@ class LocalCluster:
         tail = self.log_tail(200).splitlines()
         errors = [line for line in tail if any(w in line for w in ("FATAL", "PANIC", "ERROR"))]
         return " | ".join((errors or tail)[-lines:]) or "no server log"
+
+
+def data_dir_of_log(log_file: Path) -> Path:
+    """The data directory whose server log is ``log_file`` (``LocalCluster.log_file`` inverted)."""
+    return log_file.with_name(log_file.name.removesuffix(".log"))
 
 
 def is_data_directory(path: Path) -> bool:

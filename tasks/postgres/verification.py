@@ -1,11 +1,19 @@
 """Proof that a restored cluster holds good data: every check runs and reports, none hides another.
 
-Checks: recovery reached consistency (server log), ``amcheck`` on every btree index, row counts
-against the live database within a tolerance, and the Great Expectations suite.
+Checks: recovery reached consistency and stopped where asked, ``amcheck`` on every btree index,
+row counts against the live database within a tolerance, and the Great Expectations suite.
+
+Where recovery ended is read from SQL and the data directory, never from the server log, whose
+place, level and language are the live cluster's settings (``logging_collector``,
+``log_min_messages``, ``lc_messages``): ``pg_is_in_recovery()``, ``pg_control_recovery()``
+(the control file: whether the backup's end was reached), ``pg_last_xact_replay_timestamp()``,
+and the new timeline's history file, whose last line records where and why recovery stopped
+(PostgreSQL writes it in English whatever ``lc_messages`` says).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -16,41 +24,108 @@ from tasks.core.reports import CheckResult, Status, checks_table, first_failure,
 from tasks.core.retry import ops_task
 from tasks.core.runlog import run_logger
 from tasks.core.settings import TableCheck
+from tasks.postgres.cluster import data_dir_of_log
 from tasks.postgres.quality import run_table_suite
-from tasks.postgres.sql import PostgresUnreachable, amcheck_btree_indexes, fetch_value, row_counts
+from tasks.postgres.sql import (
+    STATEMENT_TIMEOUT_MS,
+    PostgresUnreachable,
+    amcheck_btree_indexes,
+    connect,
+    row_counts,
+)
+from tasks.postgres.wal import TimelineSwitch, WalError, parse_history
 
-CONSISTENT_MARKER = "consistent recovery state reached"
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
-def check_consistency(server_log: str) -> CheckResult:
-    """The ``consistency`` check: fails unless the server log says consistency was reached."""
-    ok = CONSISTENT_MARKER in server_log
-    return CheckResult(
-        name="consistency",
-        status="ok" if ok else "fail",
-        detail="server log: consistent recovery state reached"
-        if ok
-        else "the server log does not say recovery reached a consistent state",
-        hint="" if ok else "the backup or its WAL is incomplete; read the server log",
-    )
+# The reason a time target stopped recovery, as the history file records it.
+_TIME_STOP_RE = re.compile(r"^(before|after) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\S*)$")
 
 
-def check_amcheck(dsn: SecretStr) -> CheckResult:
-    """The ``amcheck`` check: ``bt_index_check`` on every valid btree index; fails on corruption.
+class RecoveryEnd(BaseModel):
+    """Where a restored cluster's recovery ended, read from SQL and its data directory.
 
-    Creates the amcheck extension if absent: for restored or scratch clusters only.
+    ``backup_end_reached``: the control file no longer waits for the backup's end (its backup
+    end LSN is cleared and no end-of-backup record is required). ``stop``: the last line of the
+    current timeline's history file (None when there is none: not promoted by recovery), or the
+    reason it could not be read in ``history_error``.
+    """
+
+    in_recovery: bool
+    timeline: int | None
+    backup_end_reached: bool
+    last_replayed: datetime | None
+    stop: TimelineSwitch | None
+    history_error: str = ""
+
+
+def read_recovery_end(dsn: SecretStr, data_dir: Path) -> RecoveryEnd:
+    """Read where the restored cluster at ``dsn`` (data directory ``data_dir``) ended recovery.
 
     Raises:
         PostgresUnreachable, PostgresError.
     """
-    result = amcheck_btree_indexes(dsn)
+    with connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT pg_is_in_recovery(),"
+            " CASE WHEN NOT pg_is_in_recovery()"
+            "  THEN substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END,"
+            " r.backup_end_lsn = '0/0' AND NOT r.end_of_backup_record_required,"
+            " pg_last_xact_replay_timestamp()"
+            " FROM pg_control_recovery() r"
+        ).fetchone()
+    assert row is not None  # pg_control_recovery() has exactly one row
+    in_recovery, timeline_hex, backup_end_reached, last_replayed = row
+    timeline = int(timeline_hex, 16) if timeline_hex else None
+    stop, error = None, ""
+    if timeline is not None and timeline > 1:
+        history = data_dir / "pg_wal" / f"{timeline:08X}.history"
+        try:
+            switches = parse_history(history.read_text())
+            stop = switches[-1] if switches else None
+        except (OSError, WalError) as exc:
+            error = f"{history.name}: {exc}"
+    elif timeline == 1:
+        error = "still on timeline 1: recovery never promoted it"
+    return RecoveryEnd(
+        in_recovery=bool(in_recovery),
+        timeline=timeline,
+        backup_end_reached=bool(backup_end_reached),
+        last_replayed=last_replayed,
+        stop=stop,
+        history_error=error,
+    )
+
+
+def check_consistency(end: RecoveryEnd) -> CheckResult:
+    """The ``consistency`` check: the server left recovery, its control file says the backup's
+    end was replayed, and a new timeline's history file records where recovery ended."""
+    if end.in_recovery:
+        problem, hint = "the server is still in recovery", "read the restored server's log"
+    elif not end.backup_end_reached:
+        problem = "the control file still waits for the backup's end record"
+        hint = "the backup or its WAL is incomplete: verify the repository (pgbackrest verify)"
+    elif end.stop is None:
+        problem = f"no record of where recovery ended ({end.history_error or 'no history'})"
+        hint = "the server was not promoted by recovery: read its log"
+    else:
+        return CheckResult(
+            name="consistency",
+            status="ok",
+            detail=f"promoted to timeline {end.timeline} at {end.stop.switchpoint} from timeline "
+            f"{end.stop.parent}; backup end replayed (pg_control_recovery)",
+        )
+    return CheckResult(name="consistency", status="fail", detail=problem, hint=hint)
+
+
+def check_amcheck(dsn: SecretStr, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> CheckResult:
+    """The ``amcheck`` check: ``bt_index_check`` on every valid btree index.
+
+    Fails only on corruption; an index that could not be checked (its statement timed out or
+    was blocked) makes it a warning, with a hint. Creates the amcheck extension if absent: for
+    restored or scratch clusters only.
+
+    Raises:
+        PostgresUnreachable, PostgresError.
+    """
+    result = amcheck_btree_indexes(dsn, statement_timeout_ms=statement_timeout_ms)
     if result.corrupt:
         return CheckResult(
             name="amcheck",
@@ -58,6 +133,15 @@ def check_amcheck(dsn: SecretStr) -> CheckResult:
             detail=f"{len(result.corrupt)} of {result.indexes_checked} btree indexes corrupt: "
             + "; ".join(result.corrupt[:5]),
             hint="the backup holds corrupt indexes; use an older backup and REINDEX on live",
+        )
+    if result.unchecked:
+        return CheckResult(
+            name="amcheck",
+            status="warn",
+            detail=f"{result.indexes_checked} btree indexes checked; could not check "
+            f"{len(result.unchecked)}: " + "; ".join(result.unchecked[:5]),
+            hint="these were not checked, not found corrupt: run bt_index_check on them when "
+            "the cluster is quiet, or with a longer statement timeout",
         )
     return CheckResult(
         name="amcheck", status="ok", detail=f"{result.indexes_checked} btree indexes checked"
@@ -114,39 +198,61 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{name}={count}" for name, count in counts.items())
 
 
-STOP_MARKERS = ("recovery stopping before", "recovery stopping after")
-
-
-def check_recovery_target(dsn: SecretStr, server_log: str, target: RecoveryTarget) -> CheckResult:
-    """Recovery stopped where asked: the log says so and no later commit was replayed."""
-    stopped = [line for line in server_log.splitlines() if any(m in line for m in STOP_MARKERS)]
-    if target.type != "time":
-        ok = bool(stopped) or CONSISTENT_MARKER in server_log
+def check_recovery_target(end: RecoveryEnd, target: RecoveryTarget) -> CheckResult:
+    """The ``recovery-target`` check: the history file's stop reason is the one ``target`` asks
+    for, on the timeline it follows; for a time, recovery stopped at the first transaction end
+    past the target and no later commit was replayed (``pg_last_xact_replay_timestamp()``)."""
+    if end.stop is None:
         return CheckResult(
             name="recovery-target",
-            status="ok" if ok else "fail",
-            detail=stopped[-1].split("LOG:")[-1].strip() if stopped else "reached consistency",
-            hint="" if ok else "the server log shows no recovery stop; read it",
+            status="fail",
+            detail=f"no record of where recovery stopped ({end.history_error or 'no history'})",
+            hint="do not use this cluster: read its log",
         )
-    wanted = datetime.fromisoformat(str(target.value))
-    replayed = fetch_value(dsn, "SELECT pg_last_xact_replay_timestamp()")
-    last = replayed if isinstance(replayed, datetime) else None
-    ok = bool(stopped) and (last is None or last <= wanted)
-    return CheckResult(
-        name="recovery-target",
-        status="ok" if ok else "fail",
-        figure=last.isoformat() if last else "",
-        detail=(
-            f"last replayed commit {last.isoformat() if last else 'none'} <= target "
-            f"{wanted.isoformat()}; "
-            + (
-                stopped[-1].split("LOG:")[-1].strip()
-                if stopped
-                else "no 'recovery stopping' line in the log"
-            )
-        ),
-        hint="" if ok else "recovery did not stop at the target: do not use this cluster",
-    )
+    reason = end.stop.reason
+    problems = []
+    if target.timeline is not None and end.stop.parent != target.timeline:
+        problems.append(f"it followed timeline {end.stop.parent}, not {target.timeline}")
+    figure = ""
+    if target.type == "time":
+        wanted = datetime.fromisoformat(str(target.value))
+        stopped = _TIME_STOP_RE.match(reason)
+        at = datetime.fromisoformat(stopped.group(2)) if stopped else None
+        last = end.last_replayed
+        figure = last.isoformat() if last else ""
+        if stopped is None or at is None:
+            problems.append(f"it did not stop for a time ({reason!r})")
+        elif (stopped.group(1) == "before") != (at > wanted if target.inclusive else at >= wanted):
+            # "before" a transaction end past the target, or "after" one not past it
+            problems.append(f"it stopped {reason}, on the wrong side of {wanted.isoformat()}")
+        if last is not None and last > wanted:
+            problems.append(f"a commit of {last.isoformat()}, after the target, was replayed")
+        detail = (
+            f"stopped {reason} (history file of timeline {end.timeline}); last replayed commit "
+            f"{last.isoformat() if last else 'none'} <= target {wanted.isoformat()}"
+        )
+    else:
+        expected = {
+            "immediate": "reached consistency",
+            "name": f'at restore point "{target.value}"',
+        }.get(target.type)
+        matches = (
+            reason == expected
+            if expected
+            else reason.startswith(("before ", "after ")) and str(target.value) in reason
+        )
+        if not matches:
+            problems.append(f"it stopped {reason!r}, not at the {target.type} target")
+        detail = f"stopped: {reason} (history file of timeline {end.timeline})"
+    if problems:
+        return CheckResult(
+            name="recovery-target",
+            status="fail",
+            figure=figure,
+            detail="recovery did not stop where asked: " + "; ".join(problems),
+            hint="do not use this cluster",
+        )
+    return CheckResult(name="recovery-target", status="ok", figure=figure, detail=detail)
 
 
 def check_expectations(dsn: SecretStr, tables: list[TableCheck]) -> CheckResult:
@@ -190,14 +296,21 @@ def verify_restored_cluster(
 ) -> list[CheckResult]:
     """Run every check on the restored cluster and return all results.
 
-    With ``target``, also that recovery stopped there (point-in-time recovery).
+    ``server_log`` is the restored cluster's ``LocalCluster.log_file``: its data directory (for
+    the history file) is found beside it; the log's text decides nothing. With ``target``,
+    also that recovery stopped there (point-in-time recovery, backup restoration).
     """
     logger = run_logger()
-    log = _read(server_log)
-    checks = [timed_check("consistency", lambda: check_consistency(log))]
+    data_dir = data_dir_of_log(server_log)
+    checks = [
+        timed_check("consistency", lambda: check_consistency(read_recovery_end(restored, data_dir)))
+    ]
     if target is not None:
         checks.append(
-            timed_check("recovery-target", lambda: check_recovery_target(restored, log, target))
+            timed_check(
+                "recovery-target",
+                lambda: check_recovery_target(read_recovery_end(restored, data_dir), target),
+            )
         )
     checks += [
         timed_check("amcheck", lambda: check_amcheck(restored)),
