@@ -62,7 +62,8 @@ def test_pitr_between_two_stages_recovers_the_earlier_stage(
         names = [c.name for c in result.checks]
         assert "recovery-target" in names and "amcheck" in names and "expectations" in names
         assert "password" not in (result.restored_dsn or "")
-        assert result.restored_dsn.startswith("postgresql://postgres@127.0.0.1:")
+        port = result.plan.restore_to.port
+        assert result.restored_dsn == f"user=postgres dbname=linkist host=127.0.0.1 port={port}"
     finally:
         cleanup(result)
 

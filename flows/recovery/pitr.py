@@ -36,15 +36,15 @@ def point_in_time_recovery(
 ) -> RecoveryResult | State[Any]:
     """Recover the database to ``target_time`` beside live (or, with ``replace``, in its place).
 
-    Refuses naive, unparseable, future or out-of-window times before anything changes.
+    Refuses naive, unparseable, future or out-of-window times, and times no backup on the
+    followed history is consistent by, before anything changes.
     """
     settings = load_settings()
     engine = build_engine(settings)
     moment = parse_target_time(target_time)
-    timeline = read_live_timeline(
-        settings.live_dsn()
-    )  # follow the live history, not an abandoned one
-    backup = choose_backup(list_backups(engine), restorable_window(engine, timeline), moment)
-    target = RecoveryTarget(type="time", value=moment.isoformat(), timeline=timeline)
+    # follow the live cluster's history, not an abandoned one (the newest, when live is down)
+    window = restorable_window(engine, read_live_timeline(settings.live_dsn()))
+    backup = choose_backup(engine, list_backups(engine), window, moment)
+    target = RecoveryTarget(type="time", value=moment.isoformat(), timeline=window.timeline)
     plan = plan_recovery(settings, "point-in-time recovery", backup, target, mode)
     return carry_out_recovery(settings, engine, plan, dry_run)

@@ -8,13 +8,17 @@ identifier for RDS.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from tasks.core.errors import RefusedError, RunbookError
+from tasks.postgres.wal import TimelineSwitch, on_history, parse_lsn
+
+# pgBackRest records whole seconds: a backup's stop lies somewhere inside its stop second.
+STOP_SECOND = timedelta(seconds=1)
 
 
 class BackupKind(StrEnum):
@@ -43,6 +47,10 @@ class BackupNotFound(RefusedError):
     """A backup label that the repository does not hold."""
 
 
+class RestoreWindowUnknown(RefusedError):
+    """The restorable window's end cannot be found, so no time target can be checked against it."""
+
+
 class BackupInfo(BaseModel):
     """One backup set in the repository."""
 
@@ -67,21 +75,54 @@ class BackupInfo(BaseModel):
 
 
 class RestoreWindow(BaseModel):
-    """The times a point-in-time recovery can reach.
+    """The times a point-in-time recovery can reach, following one timeline's history.
 
-    ``earliest``: the oldest backup's stop time (recovery needs a consistent backup to start).
-    ``latest``: the commit time of the last commit in archived WAL (anything later is not in the
-    repository yet, so recovery could not reach it).
+    ``earliest``: the oldest backup on that history, its stop second plus one second (recovery
+    needs a consistent backup to start from, and pgBackRest records whole seconds).
+    ``latest``: the time of the last transaction end (commit or abort) in archived WAL on that
+    timeline: recovery to a time stops at the first one past it, so a later target could not
+    be reached. Never unbounded: an engine that cannot find it raises RestoreWindowUnknown.
+    ``timeline`` is the timeline followed, ``history`` its ancestors (its history file).
     """
 
     earliest: AwareDatetime
-    latest: AwareDatetime | None
+    latest: AwareDatetime
     oldest_backup: str
-    newest_wal_segment: str | None
+    newest_wal_segment: str
+    timeline: int
+    history: list[TimelineSwitch] = []
 
     def contains(self, moment: datetime) -> bool:
-        """Whether ``earliest <= moment <= latest`` (no ``latest``: no upper bound); aware times."""
-        return self.earliest <= moment and (self.latest is None or moment <= self.latest)
+        """Whether ``earliest <= moment < latest`` (aware times).
+
+        ``latest`` itself is out: a target equal to the last transaction end is never passed,
+        and recovery that runs out of WAL before its target fails.
+        """
+        return self.earliest <= moment < self.latest
+
+    def follows(self, backup: BackupInfo) -> bool:
+        """Whether ``backup`` lies on the followed history (``on_followed_history``)."""
+        return on_followed_history(backup, self.timeline, self.history)
+
+
+def on_followed_history(backup: BackupInfo, timeline: int, history: list[TimelineSwitch]) -> bool:
+    """Whether ``backup`` lies on ``timeline``'s history (``history``: its ancestors): on the
+    timeline itself, or on an ancestor with its stop LSN before the point where the history
+    branched off it. A backup without its timeline or stop LSN is on no history."""
+    if backup.timeline is None or backup.lsn_stop is None:
+        return False
+    return on_history(backup.timeline, parse_lsn(backup.lsn_stop), timeline, history)
+
+
+class ConsistentPoint(BaseModel):
+    """When a restore of one backup becomes consistent, as a time a recovery target can be
+    compared with: every transaction end (commit or abort) before the backup's stop LSN is
+    at or before ``at``. ``proven``: read from WAL; otherwise the conservative stop second
+    plus one second. ``basis`` says which, for the plan and the logs."""
+
+    at: AwareDatetime
+    proven: bool
+    basis: str
 
 
 class RecoveryTarget(BaseModel):
@@ -148,7 +189,23 @@ class BackupEngine(ABC):
     @abstractmethod
     def restorable_window(self, timeline: int | None = None) -> RestoreWindow:
         """Earliest and latest reachable recovery times (see ``RestoreWindow``), following
-        ``timeline`` (the live cluster's) when given, else the newest in the repository."""
+        ``timeline`` (the live cluster's) when given, else the newest in the repository.
+
+        Raises:
+            RestoreWindowUnknown: its end cannot be found (fail closed, with why).
+        """
+
+    def consistent_point(self, backup: BackupInfo) -> ConsistentPoint:
+        """When a restore of ``backup`` becomes consistent (see ``ConsistentPoint``).
+
+        This default is conservative: the stop second plus one second, which is after
+        everything the backup holds. Engines that can read WAL prove an earlier point.
+        """
+        return ConsistentPoint(
+            at=backup.stopped_at + STOP_SECOND,
+            proven=False,
+            basis="its stop second + 1 s (conservative)",
+        )
 
     @abstractmethod
     def take_backup(self, kind: BackupKind, expire: bool = True) -> BackupInfo:

@@ -1,9 +1,17 @@
 """pgBackRest engine: drives the ``pgbackrest`` CLI (``--output=json`` where it exists).
 
-The restorable window's ``latest`` end is the commit time of the last COMMIT record in archived
-WAL: the newest archived segment is fetched with ``archive-get`` (which works for posix and S3
-repositories alike, and decompresses) and read with ``pg_waldump``; if that segment holds no
-commit, the segments before it are read, up to ``WALDUMP_SEGMENTS_BACK``.
+WAL is read from the repository itself: a segment or history file is fetched with
+``archive-get`` (which works for posix and S3 repositories alike, and decompresses) and read
+with ``pg_waldump``. The times read are those of transaction ends (COMMIT and ABORT records,
+and their ``_PREPARED`` forms): the only records a recovery to a time can stop at.
+
+- The restorable window's ``latest`` end is the last transaction end archived on the followed
+  timeline: the newest segment, then the ones before it along the timeline's history, up to
+  ``WALDUMP_SEGMENTS_BACK``; none found is a refusal (``RestoreWindowUnknown``), never an
+  unbounded window.
+- A backup's consistent point is the last transaction end before its stop LSN, read the same
+  way from the segment holding that LSN backwards.
+- The segment size is read from the segments fetched, never assumed.
 """
 
 from __future__ import annotations
@@ -13,21 +21,27 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tasks.backups.base import (
+    STOP_SECOND,
     BackupEngine,
     BackupError,
     BackupInfo,
     BackupKind,
+    ConsistentPoint,
     RecoveryTarget,
     RepositoryCheck,
     RepositoryUnreachable,
     RestoreRequest,
     RestoreResult,
     RestoreWindow,
+    RestoreWindowUnknown,
+    on_followed_history,
 )
 from tasks.core.errors import RefusedError
 from tasks.core.process import (
@@ -38,15 +52,27 @@ from tasks.core.process import (
     run_command,
 )
 from tasks.postgres.cluster import is_data_directory, make_owned_dir
+from tasks.postgres.wal import (
+    TimelineSwitch,
+    WalError,
+    parse_history,
+    previous_on_history,
+    previous_segment,
+    segment_number,
+    segment_size_of,
+)
 
 INSTALL_HINT = "install pgBackRest (apt-get install pgbackrest) and put it on PATH"
 WALDUMP_SEGMENTS_BACK = 16
-SEGMENTS_PER_XLOGID = 0x100  # 16 MiB segments, the default and what the sandbox uses
 # Error codes (pgBackRest's build/error/error.yaml) that mean "cannot reach the repository".
 UNREACHABLE_CODES = {39, 41, 46, 49, 55, 103, 104}
 _ERROR_RE = re.compile(r"ERROR: \[(\d+)\]: (.*)", re.DOTALL)
 _VERIFY_PROBLEM_RE = re.compile(r"(missing|checksum invalid|size invalid|other): [1-9]")
-_COMMIT_RE = re.compile(r"desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
+_XACT_END_RE = re.compile(
+    r"desc: (?:COMMIT|ABORT)(?:_PREPARED)? (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
+)
+# pg_waldump prints times in the TZ it runs with, and its own messages in LC_MESSAGES.
+_WALDUMP_ENV = {"TZ": "UTC", "LC_ALL": "C"}
 
 
 class PgBackRest(BackupEngine):
@@ -122,40 +148,56 @@ class PgBackRest(BackupEngine):
         return _backups(self.info())
 
     def restorable_window(self, timeline: int | None = None) -> RestoreWindow:
-        """The window from ``pgbackrest info``: from one second after the oldest backup's stop time.
+        """The window on ``timeline`` (default: the newest timeline archived) and its history.
 
-        ``latest`` is the last COMMIT in archived WAL (``archive-get``, then ``pg_waldump``), read
-        on ``timeline`` (its newest segment found with ``repo-ls``) when the repository's newest
-        segment is on another; None when nothing is archived there, or no commit is in the last
-        ``WALDUMP_SEGMENTS_BACK`` segments.
+        ``earliest``: the oldest backup on that history, its stop second + 1 s. ``latest``: the
+        last transaction end archived on it (see the module docstring).
 
         Raises:
-            BackupError: the stanza has no backups, or a command failed (RepositoryUnreachable when
-                the repository cannot be reached).
+            RestoreWindowUnknown: nothing is archived on the timeline, its history file is not in
+                the repository, or no transaction end is in its last ``WALDUMP_SEGMENTS_BACK``
+                segments; each says why and what to do.
+            RefusedError: the stanza has no backup on that history.
+            BackupError: a command failed (RepositoryUnreachable: the repository cannot be
+                reached).
             ToolMissing, CommandTimedOut (each command past ``command_deadline_s``).
         """
         record = self.info()
         backups = _backups(record)
-        if not backups:
-            raise BackupError(
-                f"stanza {self.stanza!r} has no backups, so nothing is restorable",
-                hint="take a full backup first",
-            )
         archives = record.get("archive", [])
         newest = archives[-1].get("max") if archives else None
-        if newest and timeline is not None and int(newest[:8], 16) != timeline:
+        if newest is None:
+            raise RestoreWindowUnknown(
+                f"stanza {self.stanza!r} has no archived WAL, so no time can be recovered to",
+                hint="check archive_command and pg_stat_archiver on the live cluster",
+            )
+        followed = timeline if timeline is not None else int(newest[:8], 16)
+        if int(newest[:8], 16) != followed:
             # The highest timeline in the repository is not the live one (a switchover that was
             # rolled back leaves its abandoned timeline behind): read the live timeline's WAL.
-            newest = self.newest_segment(archives[-1]["id"], timeline)
+            newest = self.newest_segment(archives[-1]["id"], followed)
+        if newest is None:
+            raise RestoreWindowUnknown(
+                f"no WAL of timeline {followed} is archived in stanza {self.stanza!r}",
+                hint="check archiving on the live cluster (pg_stat_archiver), then try again",
+            )
+        history = self.timeline_history(followed)
+        on_it = [b for b in backups if on_followed_history(b, followed, history)]
+        if not on_it:
+            raise RefusedError(
+                f"stanza {self.stanza!r} has no backup on timeline {followed} or on its "
+                "ancestors before they branched, so nothing is restorable on it",
+                hint="take a full backup first (take-backup with kind=full)",
+            )
         return RestoreWindow(
             # info gives whole seconds: the next second is the first target surely past the
             # backup's consistency point.
-            earliest=datetime.fromtimestamp(backups[0].stopped_at.timestamp() + 1, UTC),
-            latest=self.last_archived_commit(newest, floor=archives[-1].get("min"))
-            if newest
-            else None,
-            oldest_backup=backups[0].label,
+            earliest=on_it[0].stopped_at + STOP_SECOND,
+            latest=self.last_transaction_end(newest, history, floor=archives[-1].get("min")),
+            oldest_backup=on_it[0].label,
             newest_wal_segment=newest,
+            timeline=followed,
+            history=history,
         )
 
     def newest_segment(self, archive_id: str, timeline: int) -> str | None:
@@ -265,44 +307,162 @@ class PgBackRest(BackupEngine):
 
     # -- WAL -------------------------------------------------------------------------------------
 
-    def last_archived_commit(
-        self, newest_segment: str, floor: str | None = None
-    ) -> datetime | None:
-        """Commit time of the last COMMIT in the newest archived segments (None if none found)."""
-        waldump = self.bin_dir / "pg_waldump"
-        scratch = Path(tempfile.mkdtemp(prefix="runbook-wal-"))
-        try:
-            make_owned_dir(scratch, self.os_user)
-            segment: str | None = newest_segment
-            for _ in range(WALDUMP_SEGMENTS_BACK):
-                if segment is None or (floor is not None and segment < floor):
-                    break
-                path = scratch / segment
-                self._run(
-                    "archive-get",
-                    segment,
-                    path,
-                    timeout=self.command_deadline_s,
-                    what="pgBackRest archive-get",
+    def timeline_history(self, timeline: int) -> list[TimelineSwitch]:
+        """The ancestors of ``timeline``, from its history file in the repository (none for 1).
+
+        Raises:
+            RestoreWindowUnknown: the history file is not in the repository.
+            BackupError (RepositoryUnreachable: transient), WalError (a malformed file),
+            ToolMissing, CommandTimedOut.
+        """
+        if timeline == 1:
+            return []
+        name = f"{timeline:08X}.history"
+        with self._wal_files() as fetch:
+            path = fetch(name)
+            if path is None:
+                raise RestoreWindowUnknown(
+                    f"the history file {name} of timeline {timeline} is not in the repository, "
+                    "so which backups lie on its history is unknown",
+                    hint="a promoted cluster archives its history file first: check archiving "
+                    "on the live cluster (pg_stat_archiver)",
                 )
-                dump = run_command(
-                    [waldump, path],
+            return parse_history(path.read_text())
+
+    def last_transaction_end(
+        self, newest_segment: str, history: list[TimelineSwitch], floor: str | None = None
+    ) -> datetime:
+        """The time of the last transaction end archived at or before ``newest_segment``,
+        walking back along ``history`` (the followed timeline's) to at most
+        ``WALDUMP_SEGMENTS_BACK`` segments, and not before ``floor`` (the oldest archived).
+
+        Raises:
+            RestoreWindowUnknown: none found there.
+            BackupError, WalError, ToolMissing, CommandTimedOut.
+        """
+        stopped = f"the {WALDUMP_SEGMENTS_BACK} WAL segments up to {newest_segment}"
+        with self._wal_files() as fetch:
+            segment: str | None = newest_segment
+            size = 0
+            for _ in range(WALDUMP_SEGMENTS_BACK):
+                if segment is None or (floor and size and _before(segment, floor, size)):
+                    stopped = f"the archived WAL from {newest_segment} back to its start"
+                    break
+                path = fetch(segment)
+                if path is None:
+                    stopped = f"the archived WAL from {newest_segment} back to {segment}"
+                    break
+                size = size or segment_size_of(path)
+                ends = self._transaction_ends(path)
+                if ends:
+                    return max(ends)
+                segment = previous_on_history(segment, size, history)
+        raise RestoreWindowUnknown(
+            f"no commit or abort is in {stopped}, so the latest time a recovery can reach is "
+            "unknown",
+            hint="commit a write on the live cluster and archive it (SELECT pg_switch_wal()), "
+            "then try again; or restore a backup set to its end with restore-backup",
+        )
+
+    def consistent_point(self, backup: BackupInfo) -> ConsistentPoint:
+        """Proven from WAL: the last transaction end before the backup's stop LSN, read from
+        the segment holding that LSN backwards (up to ``WALDUMP_SEGMENTS_BACK`` segments, along
+        the backup's timeline). The conservative stop second + 1 s when the backup lacks its
+        WAL positions, or no transaction end is found there.
+
+        Raises:
+            BackupError (RepositoryUnreachable: transient), WalError, ToolMissing,
+            CommandTimedOut.
+        """
+        if not (backup.wal_stop and backup.lsn_stop):
+            return super().consistent_point(backup)
+        with self._wal_files() as fetch:
+            segment: str | None = backup.wal_stop
+            end: str | None = backup.lsn_stop  # only the stop segment is cut at the stop LSN
+            for _ in range(WALDUMP_SEGMENTS_BACK):
+                if segment is None:
+                    break
+                path = fetch(segment)
+                if path is None:
+                    break  # not archived (before the stanza's first segment): conservative
+                ends = self._transaction_ends(path, end=end)
+                if ends:
+                    return ConsistentPoint(
+                        at=max(ends),
+                        proven=True,
+                        basis=f"the last commit or abort before its stop LSN {backup.lsn_stop}, "
+                        "read from WAL",
+                    )
+                segment, end = previous_segment(segment, segment_size_of(path)), None
+        conservative = super().consistent_point(backup)
+        conservative.basis = (
+            f"no commit or abort found before its stop LSN in the WAL read: {conservative.basis}"
+        )
+        return conservative
+
+    @contextmanager
+    def _wal_files(self) -> Iterator[Callable[[str], Path | None]]:
+        """A private directory for the OS user, and ``fetch(name)`` to ``archive-get`` a WAL file
+        into it (None when the repository does not hold it; the file fetched before is deleted
+        first); the directory is removed after."""
+        scratch = Path(tempfile.mkdtemp(prefix="runbook-wal-"))
+        fetched: list[Path] = []
+
+        def fetch(name: str) -> Path | None:
+            for old in fetched:
+                old.unlink(missing_ok=True)
+            path = scratch / name  # pg_waldump reads the timeline and position from the name
+            what = f"pgBackRest archive-get {name}"
+            try:
+                run_command(
+                    self.command("archive-get", name, path),
                     timeout=self.command_deadline_s,
                     user=self.os_user,
-                    env={"TZ": "UTC"},
-                    check=False,
-                    what="pg_waldump",
+                    what=what,
                 )
-                path.unlink(missing_ok=True)
-                # pg_waldump exits non-zero at the end of a partly filled segment; the records
-                # before that point are still valid output.
-                commits = _COMMIT_RE.findall(dump.stdout)
-                if commits:
-                    return datetime.fromisoformat(commits[-1]).replace(tzinfo=UTC)
-                segment = previous_segment(segment)
-            return None
+            except CommandFailed as exc:
+                if exc.returncode == 1 and not _ERROR_RE.search(exc.output):
+                    return None  # archive-get's "not in the archive": exit code 1, no error
+                raise _backup_error(what, exc) from None
+            fetched.append(path)
+            return path
+
+        try:
+            make_owned_dir(scratch, self.os_user)
+            yield fetch
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _transaction_ends(self, segment: Path, end: str | None = None) -> list[datetime]:
+        """The times of the transaction ends in a fetched segment (before LSN ``end`` if given).
+
+        Raises:
+            WalError: pg_waldump could read no record of it.
+            ToolMissing, CommandTimedOut.
+        """
+        dump = run_command(
+            [self.bin_dir / "pg_waldump", *([f"--end={end}"] if end else []), segment],
+            timeout=self.command_deadline_s,
+            user=self.os_user,
+            env=_WALDUMP_ENV,
+            check=False,
+            what="pg_waldump",
+        )
+        # pg_waldump exits non-zero at the end of a partly filled segment; the records before
+        # that point are still valid output. No record at all is a real failure.
+        if dump.returncode != 0 and "lsn:" not in dump.stdout:
+            raise WalError(
+                f"pg_waldump could not read {segment.name}: {dump.stderr.strip()[-300:]}",
+                hint="run pgbackrest verify on the repository",
+            )
+        return [
+            datetime.fromisoformat(t).replace(tzinfo=UTC) for t in _XACT_END_RE.findall(dump.stdout)
+        ]
+
+
+def _before(segment: str, floor: str, segment_size: int) -> bool:
+    """Whether ``segment`` comes before ``floor`` (by position, whatever their timelines)."""
+    return segment_number(segment, segment_size) < segment_number(floor, segment_size)
 
 
 def check_restore_destination(destination: Path) -> None:
@@ -317,15 +477,6 @@ def check_restore_destination(destination: Path) -> None:
             f"restore destination {destination} is not empty; refusing to touch it",
             hint="choose a new directory, or empty this one yourself after checking its contents",
         )
-
-
-def previous_segment(segment: str) -> str | None:
-    """The WAL segment name before ``segment`` on the same timeline (None at the very start)."""
-    timeline, log, seg = segment[:8], int(segment[8:16], 16), int(segment[16:24], 16)
-    number = log * SEGMENTS_PER_XLOGID + seg - 1
-    if number < 0:
-        return None
-    return f"{timeline}{number // SEGMENTS_PER_XLOGID:08X}{number % SEGMENTS_PER_XLOGID:08X}"
 
 
 def target_options(target: RecoveryTarget) -> list[str]:

@@ -17,7 +17,13 @@ from prefect.exceptions import ObjectNotFound
 from prefect.variables import Variable
 from pydantic import BaseModel, SecretStr
 
-from tasks.backups.base import BackupEngine, BackupInfo, RecoveryTarget, RestoreWindow
+from tasks.backups.base import (
+    STOP_SECOND,
+    BackupEngine,
+    BackupInfo,
+    RecoveryTarget,
+    RestoreWindow,
+)
 from tasks.backups.freshness import LAST_MEASUREMENT
 from tasks.core.approvals import ApprovalDecision
 from tasks.core.errors import RefusedError
@@ -63,23 +69,60 @@ def parse_target_time(text: str, now: datetime | None = None) -> datetime:
     return moment
 
 
-def choose_backup(backups: list[BackupInfo], window: RestoreWindow, target: datetime) -> BackupInfo:
-    """The newest backup that stopped before ``target``; refuses targets outside the window."""
+@ops_task("choose-backup", retries=3)
+def choose_backup(
+    engine: BackupEngine, backups: list[BackupInfo], window: RestoreWindow, target: datetime
+) -> BackupInfo:
+    """The newest backup that can serve a recovery to ``target`` (inclusive), on the window's
+    followed history; refuses, before any change and with the reasons, when none can.
+
+    A backup serves ``target`` only when it is consistent by then: every commit or abort before
+    its stop LSN is at or before ``target`` (else recovery stops before the backup is
+    consistent, and the restored server exits). A backup that stopped a second or more before
+    ``target`` is surely consistent by then; one that stopped in ``target``'s second is asked
+    for its proven consistent point (``engine.consistent_point``: read from WAL), and the
+    previous backup is taken when that is after ``target``. Backups that stopped later, or lie
+    on another history (an abandoned timeline, an ancestor after it branched off), are skipped.
+
+    Raises:
+        RefusedError: ``target`` is outside the window, or no backup serves it.
+        BackupError (RepositoryUnreachable: transient, retried), WalError, CommandError.
+    """
     if not window.contains(target):
-        latest = window.latest.isoformat() if window.latest else "no archived commit yet"
         raise RefusedError(
             f"target {target.isoformat()} is outside the restorable window "
-            f"{window.earliest.isoformat()} .. {latest}",
-            hint="pick a time inside the window (before the last archived commit, after the "
-            "oldest backup finished)",
+            f"{window.earliest.isoformat()} .. {window.latest.isoformat()} (timeline "
+            f"{window.timeline})",
+            hint="pick a time inside the window: after the oldest backup finished, and before "
+            "the last commit archived",
         )
-    candidates = [b for b in backups if b.stopped_at < target]
-    if not candidates:
-        raise RefusedError(
-            f"no backup finished before {target.isoformat()}",
-            hint=f"pick a time after {window.earliest.isoformat()}",
+    logger = run_logger()
+    passed_over: list[str] = []
+    for backup in reversed(backups):
+        if backup.stopped_at > target or not window.follows(backup):
+            continue
+        if backup.stopped_at + STOP_SECOND <= target:
+            return backup
+        point = engine.consistent_point(backup)
+        if point.at <= target:
+            logger.info(
+                "Backup %s stopped in the target's second; consistent at %s (%s): it serves",
+                backup.label,
+                point.at.isoformat(),
+                point.basis,
+            )
+            return backup
+        reason = (
+            f"stopped in the target's second and is consistent only at {point.at.isoformat()} "
+            f"({point.basis}), after the target"
         )
-    return candidates[-1]
+        logger.info("Passing over backup %s: it %s; trying the one before it", backup.label, reason)
+        passed_over.append(f"{backup.label} {reason}")
+    raise RefusedError(
+        f"no backup on timeline {window.timeline}'s history is consistent by "
+        f"{target.isoformat()}" + (": " + "; ".join(passed_over) if passed_over else ""),
+        hint=f"pick a time after {window.earliest.isoformat()}",
+    )
 
 
 class RecoveryPlan(BaseModel):
