@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_BIN := /usr/lib/postgresql/15/bin
 PYTEST_ARGS ?=
+TEST_LOCALE := de_DE.UTF-8
+TEST_LOCALE_NAME := de_DE.utf8
 
 .PHONY: demo test lint typecheck pytest setup system lock bench-verify bench-daily clean
 
@@ -38,6 +40,17 @@ system:
 	    echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest postgresql-15; \
 	fi
+	@# The verification test runs a live cluster with German server messages (lc_messages):
+	@# that one locale is generated (the demo does not need it).
+	@if ! locale -a 2>/dev/null | grep -qix '$(TEST_LOCALE_NAME)'; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "note: the tests need the $(TEST_LOCALE) locale: run 'sudo apt-get install locales && sudo localedef -i de_DE -f UTF-8 $(TEST_LOCALE)'"; \
+	  else \
+	    command -v localedef >/dev/null && [ -d /usr/share/i18n/locales ] || \
+	      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq locales; }; \
+	    localedef -i de_DE -f UTF-8 $(TEST_LOCALE); \
+	  fi; \
+	fi
 
 # Python packages: exactly the versions (and hashes) pinned in requirements.lock, installed by uv
 # (itself pinned, bootstrapped with pip); then this project, editable, without dependencies.
@@ -63,4 +76,5 @@ bench-daily: setup
 
 clean:
 	-$(BIN)/runbook sandbox down
+	-rm -rf "$$($(BIN)/runbook sandbox status --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["dir"])')"
 	rm -rf $(VENV) .sandbox

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -28,10 +28,13 @@ app.add_typer(sandbox_app, name="sandbox")
 def _sandbox() -> Sandbox:
     from sandbox.platform import Sandbox
 
-    return Sandbox(load_system(SandboxSettings))
+    try:
+        return Sandbox(load_system(SandboxSettings))
+    except RunbookError as exc:
+        _fail(exc)
 
 
-def _fail(exc: RunbookError) -> None:
+def _fail(exc: RunbookError) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
 
@@ -194,10 +197,12 @@ def demo(
     box = _sandbox()
     try:
         if not box.config_file.exists():  # the environment below names files `up` creates
-            typer.echo("==> Creating the sandbox (first run)")
+            typer.echo(f"==> Creating the sandbox in {box.root} (first run)")
             box.up()
         box.prefect_home.mkdir(parents=True, exist_ok=True)
         _reexec_with(box.prefect_env())
+        if box.location_note:
+            typer.echo(f"==> {box.location_note}")
         run_demo(box, timeout=timeout, stop_after=down, approve_as=approve_as, keep=keep)
     except RunbookError as exc:
         _fail(exc)

@@ -1,7 +1,10 @@
 """The embedded sandbox platform: a PostgreSQL 15 cluster archiving through pgBackRest to a posix
 repository, the platform's schema and seed data, and (for ``serve``) a local Prefect server.
 
-All state lives under one directory (``RUNBOOK_SANDBOX_DIR``, default ``.sandbox/``):
+All state lives under one directory (``RUNBOOK_SANDBOX_DIR``; by default ``.sandbox/`` in the
+checkout, whatever the current directory, or, when we are root and the ``postgres`` OS user
+cannot reach the checkout (a home directory under /root, a ``mktemp -d`` directory),
+``/var/tmp/runbook-sandbox-<checkout name>-<hash of its path>``: see ``sandbox_location``):
 
     runbook.toml        settings for flows aimed at the sandbox (holds the DSN: mode 600)
     pg/data, pg/data.log
@@ -13,7 +16,9 @@ All state lives under one directory (``RUNBOOK_SANDBOX_DIR``, default ``.sandbox
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +57,42 @@ TABLES = [
 ]
 PREFECT_START_TIMEOUT_S = 90
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+CHECKOUT = Path(__file__).resolve().parents[1]
+SHARED_TMP = Path("/var/tmp")  # noqa: S108 - one directory per checkout, owned and checked
+
+
+def sandbox_location(configured: Path | None) -> tuple[Path, str]:
+    """Where the sandbox lives, and a note saying why when it is not where it would be.
+
+    ``configured`` (``RUNBOOK_SANDBOX_DIR``) wins. Otherwise ``.sandbox`` in the checkout (the
+    current directory when running from an installed package, not a checkout), unless we are
+    root and the ``postgres`` OS user, which runs PostgreSQL and pgBackRest there, cannot reach
+    it: then a directory under /var/tmp named from the checkout, the same for every command
+    run from this checkout and different for another.
+
+    Raises:
+        RefusedError: that /var/tmp directory exists but is a symlink or someone else's.
+    """
+    if configured is not None:
+        return configured.resolve(), ""
+    checkout = CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
+    default = checkout / ".sandbox"
+    user = effective_user(OS_USER)
+    try:
+        if user is not None:
+            require_reachable(default, user)
+        return default, ""
+    except RefusedError as closed:
+        digest = hashlib.sha256(str(checkout).encode()).hexdigest()[:8]
+        elsewhere = SHARED_TMP / f"runbook-sandbox-{checkout.name}-{digest}"
+        if elsewhere.is_symlink() or (
+            elsewhere.exists() and elsewhere.stat().st_uid != os.geteuid()
+        ):
+            raise RefusedError(
+                f"{elsewhere} is a symlink or belongs to another user: refusing to use it",
+                hint=f"remove it, or set {SandboxSettings.variable('dir')} to a directory of yours",
+            ) from None
+        return elsewhere, f"{closed.message}, so this checkout's sandbox lives in {elsewhere}"
 
 
 def sql_scripts() -> list[Traversable]:
@@ -83,7 +124,7 @@ class SandboxStatus(BaseModel):
 class Sandbox:
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
-        self.root = settings.dir.resolve()
+        self.root, self.location_note = sandbox_location(settings.dir)
         self.config_file = self.root / "runbook.toml"
         self.pgbackrest_dir = self.root / "pgbackrest"
         self.pgbackrest_conf = self.pgbackrest_dir / "pgbackrest.conf"
@@ -190,6 +231,8 @@ class Sandbox:
         user = effective_user(OS_USER)
         if user is not None:
             require_reachable(self.root, user)
+        if self.pgbackrest_conf.exists():
+            _make_private(self.pgbackrest_conf)
 
     def _create(self, cluster: LocalCluster) -> None:
         """First start: initdb, pgBackRest stanza, schema, seed data, settings file."""
@@ -199,13 +242,12 @@ class Sandbox:
         for sub in ("repo", "log", "lock", "spool"):
             make_owned_dir(self.pgbackrest_dir / sub, OS_USER)
         make_owned_dir(self.pgbackrest_dir, OS_USER, mode=0o755)
-        self.pgbackrest_conf.write_text(self._pgbackrest_conf(cluster))
+        # pgBackRest's settings (an S3 key, in production) live in its own file, readable by
+        # the OS user it runs as and nobody else: never in an environment variable.
+        _write_private(self.pgbackrest_conf, self._pgbackrest_conf(cluster))
         password = secrets.token_urlsafe(18)
         pwfile = self.root / "pg" / "pwfile"
-        pwfile.write_text(password)
-        pwfile.chmod(0o600)
-        if effective_user(OS_USER):
-            shutil.chown(pwfile, OS_USER, OS_USER)
+        _write_private(pwfile, password)
         try:
             cluster.initdb(superuser="postgres", password_file=pwfile)
         finally:
@@ -351,6 +393,8 @@ class Sandbox:
     def describe(self) -> str:
         st = self.status()
         lines = [f"sandbox {st.dir}"]
+        if self.location_note:
+            lines.append(f"  ({self.location_note})")
         where = describe(st.dsn) if st.dsn else "not created"
         lines.append(
             f"  postgres     {'running' if st.postgres_running else 'stopped'}  {where}"
@@ -366,6 +410,21 @@ class Sandbox:
         lines.append(f"  prefect api  {st.prefect_api_url}")
         lines.append(f"  settings     {st.config}  (export {CONFIG_ENV}={st.config})")
         return "\n".join(lines)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 600, owned by the clusters' OS user."""
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(text)
+    _make_private(path)
+
+
+def _make_private(path: Path) -> None:
+    """Mode 600, owned by the clusters' OS user (sandboxes made before kept pgbackrest.conf 644)."""
+    if effective_user(OS_USER):
+        shutil.chown(path, OS_USER, OS_USER)
+    path.chmod(0o600)
 
 
 def _healthy(url: str) -> bool:

@@ -18,7 +18,12 @@ class SandboxSettings(SystemSettings):
     section = "sandbox"
     model_config = SettingsConfigDict(env_prefix="RUNBOOK_SANDBOX_")
 
-    dir: Path = Field(default=Path(".sandbox"), description="all sandbox state lives here")
+    dir: Path | None = Field(
+        default=None,
+        description="all sandbox state lives here; unset: .sandbox in the checkout, or a "
+        "directory under /var/tmp named from the checkout when the postgres OS user cannot "
+        "reach the checkout",
+    )
     pg_port: int = Field(default=54320, ge=1024, le=65535)
     prefect_port: int = Field(default=54200, ge=1024, le=65535)
     moto_port: int = Field(default=0, ge=0, le=65535, description="0: a free port, then kept")
