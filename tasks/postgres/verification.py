@@ -239,7 +239,9 @@ def check_recovery_target(end: RecoveryEnd, target: RecoveryTarget) -> CheckResu
         matches = (
             reason == expected
             if expected
-            else reason.startswith(("before ", "after ")) and str(target.value) in reason
+            # LSNs are written in upper-case hex
+            else reason.startswith(("before ", "after "))
+            and str(target.value).upper() in reason.upper()
         )
         if not matches:
             problems.append(f"it stopped {reason!r}, not at the {target.type} target")

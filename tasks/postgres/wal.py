@@ -43,11 +43,6 @@ def parse_lsn(text: str) -> int:
         raise WalError(f"{text!r} is not a WAL position (LSN) like 16/B374D848") from None
 
 
-def format_lsn(position: int) -> str:
-    """An integer byte position as PostgreSQL writes an LSN (``16/B374D848``)."""
-    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
-
-
 def segment_size_of(path: Path) -> int:
     """The WAL segment size in bytes, read from a (decompressed) segment file: its length.
 
