@@ -36,8 +36,8 @@ from tasks.backups.base import (
 from tasks.backups.pgbackrest import WALDUMP_SEGMENTS_BACK
 from tasks.backups.planning import choose_backup
 from tasks.core.errors import RefusedError
-from tasks.postgres.scratch import remove_scratch_cluster
-from tasks.postgres.sql import connect, fetch_value, switch_wal, with_port
+from tasks.postgres.scratch import remove_scratch_cluster, restore_location
+from tasks.postgres.sql import connect, fetch_value, switch_wal, wait_until_promoted, with_port
 from tasks.postgres.wal import (
     WalError,
     parse_history,
@@ -167,10 +167,55 @@ def test_no_commit_archived_within_reach_is_refused_naming_why(prefect_server, e
             conn.execute("CHECKPOINT")
         archive_now(dsn)
     with pytest.raises(RestoreWindowUnknown, match="no commit or abort is in the 16 WAL segments"):
-        engine_for(box).restorable_window()
+        engine_for(box).restorable_window(1)
     with pytest.raises(RefusedError, match="latest time a recovery can reach is unknown"):
         point_in_time_recovery(target_time=(datetime.now(UTC) - timedelta(seconds=30)).isoformat())
     assert restore_dirs(box) == before
+
+
+def test_a_branched_timeline_is_followed_through_its_history_file_in_the_repository(
+    edge, use_platform
+):
+    """A copy of the full backup promoted beside live and archiving into the same stanza, as a
+    switched-over cluster would: timeline 2 branches off timeline 1 at the full backup's end,
+    so the differential taken later on timeline 1 is not on timeline 2's history."""
+    box, full, diff = edge
+    settings = use_platform(box)
+    engine = engine_for(box)
+    with connect(settings.live_dsn()) as conn:  # timeline 1 goes on too
+        conn.execute("INSERT INTO ticks DEFAULT VALUES")
+    archive_now(settings.live_dsn())
+    branch = restore_location(settings, "branch").create()
+    try:
+        engine.restore(
+            RestoreRequest(
+                backup_label=full.label,
+                destination=str(branch.data_dir),
+                archive_into_repository=True,
+            )
+        )
+        cluster = branch.cluster()
+        cluster.start(timeout=60, wait=False)
+        dsn = branch.dsn(settings.live_dsn())
+        wait_until_promoted(dsn, deadline_s=60, server_alive=cluster.process_alive)
+        archive_push = engine.command(f"--pg1-path={branch.data_dir}", "archive-push", "%p")
+        with connect(dsn) as conn:  # its own data directory, not live's, for pgBackRest
+            conn.execute(f"ALTER SYSTEM SET archive_command = '{' '.join(archive_push)}'")
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute("INSERT INTO ticks DEFAULT VALUES")
+        archive_now(dsn)
+
+        followed = engine.restorable_window(2)
+        (switch,) = followed.history
+        assert (switch.parent, switch.switchpoint) == (1, full.lsn_stop)
+        assert followed.follows(full) and not followed.follows(diff)
+        assert followed.newest_wal_segment.startswith("00000002")
+        assert engine.restorable_window().timeline == 2  # live down: the newest timeline
+        assert engine.restorable_window(1).newest_wal_segment.startswith("00000001")
+        target = followed.latest - timedelta(microseconds=1)
+        assert choose_backup.fn(engine, engine.list_backups(), followed, target) == full
+    finally:
+        remove_scratch_cluster.fn(branch)
 
 
 # -- the rules, on backups as pgBackRest lists them ---------------------------------------------
