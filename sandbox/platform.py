@@ -65,7 +65,8 @@ def sandbox_location(configured: Path | None) -> tuple[Path, str]:
     """Where the sandbox lives, and a note saying why when it is not where it would be.
 
     ``configured`` (``RUNBOOK_SANDBOX_DIR``) wins. Otherwise ``.sandbox`` in the checkout (the
-    current directory when running from an installed package, not a checkout), unless we are
+    current directory when running from an installed package, not a checkout; a symlink there
+    is followed), unless we are
     root and the ``postgres`` OS user, which runs PostgreSQL and pgBackRest there, cannot reach
     it: then a directory under /var/tmp named from the checkout, the same for every command
     run from this checkout and different for another.
@@ -76,7 +77,7 @@ def sandbox_location(configured: Path | None) -> tuple[Path, str]:
     if configured is not None:
         return configured.resolve(), ""
     checkout = CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
-    default = checkout / ".sandbox"
+    default = (checkout / ".sandbox").resolve()  # a .sandbox symlink is followed
     user = effective_user(OS_USER)
     try:
         if user is not None:

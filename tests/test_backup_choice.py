@@ -47,8 +47,8 @@ from tasks.postgres.wal import (
     segment_size_of,
 )
 from tests.conftest import destroy_sandbox, engine_for, make_sandbox, settings_for
+from tests.recovery_support import APPROVE, decisions, restore_dirs
 from tests.test_backups import wait_until_archived
-from tests.test_recovery import APPROVE, decisions, restore_dirs
 
 
 class Writer:
@@ -145,7 +145,7 @@ def test_recovery_to_a_backups_stop_second_plus_1ms_restores_exactly_the_rows_co
     planned = point_in_time_recovery(target_time=target.isoformat(), dry_run=True)
     assert planned.plan.backup.label == serving.label
 
-    with decisions("point-in-time-recovery", APPROVE):
+    with decisions("point-in-time-recovery", ("restore", APPROVE)):
         result = point_in_time_recovery(target_time=target.isoformat())
     try:
         assert result.outcome == "restored" and result.verified, result.markdown()

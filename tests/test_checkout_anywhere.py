@@ -83,6 +83,19 @@ def test_a_reachable_checkout_keeps_its_sandbox_in_the_checkout_whatever_the_cwd
         shutil.rmtree(checkout, ignore_errors=True)
 
 
+def test_a_sandbox_symlink_in_the_checkout_is_followed(closed_dir, monkeypatch):
+    checkout = closed_dir / "linked"
+    checkout.mkdir()
+    (checkout / "pyproject.toml").touch()
+    elsewhere = Path(tempfile.mkdtemp(prefix="runbook-linked-", dir="/tmp"))
+    try:
+        (checkout / ".sandbox").symlink_to(elsewhere)
+        monkeypatch.setattr(sandbox.platform, "CHECKOUT", checkout)
+        assert sandbox_location(None) == (elsewhere, "")
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+
+
 @as_root
 def test_a_squatted_var_tmp_directory_is_refused(closed_dir, monkeypatch):
     checkout = closed_dir / "squatted"

@@ -38,6 +38,7 @@ from flows.lock import (
 from sandbox.platform import Sandbox
 from tasks.backups.base import BackupKind
 from tests.conftest import destroy_sandbox, engine_for, make_sandbox, settings_for
+from tests.test_checkout_anywhere import copy_checkout
 
 REJECT = {"approved": False, "approver": "bob", "reason": "test over"}
 WITHIN = LOCK_LEASE_S + 60  # the bound: the lease plus a minute
@@ -271,10 +272,10 @@ def test_a_holder_is_judged_by_its_run_state_and_renewals_never_by_a_process():
 
 
 def test_runbook_approve_from_a_sandbox_checkout_finds_its_prefect_server(box, tmp_path):
-    checkout = tmp_path / "checkout"
-    checkout.mkdir()
+    checkout = copy_checkout(tmp_path / "checkout")  # the sandbox follows the code's checkout
     (checkout / ".sandbox").symlink_to(box.root)  # as `make demo` leaves it in a checkout
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RUNBOOK_"))}
+    env["PYTHONPATH"] = str(checkout)
     unknown = "00000000-0000-4000-8000-000000000000"
     runbook = str(Path(sys.executable).parent / "runbook")
     answered = subprocess.run(

@@ -46,8 +46,8 @@ from tasks.postgres.sql import (
     mask_password,
     redact_dsn,
 )
+from tests.recovery_support import APPROVE, decisions
 from tests.test_backups import commit_and_archive
-from tests.test_recovery import APPROVE, decisions
 
 # -- showing a DSN ------------------------------------------------------------------------------
 
@@ -260,7 +260,7 @@ def test_no_secret_reaches_a_child_process_an_artifact_or_a_log_line(
     watcher = ChildWatcher(platform.root)
     with watcher.watching():
         verified = verify_backup(return_state=True)
-        with decisions("point-in-time-recovery", APPROVE):
+        with decisions("point-in-time-recovery", ("restore", APPROVE)):
             recovered = point_in_time_recovery(target_time=target, return_state=True)
     result = recovered.result()
     try:

@@ -30,7 +30,7 @@ from tasks.postgres.verification import (
 )
 from tasks.postgres.wal import TimelineSwitch
 from tests.conftest import destroy_sandbox, engine_for, make_sandbox, settings_for
-from tests.test_recovery import APPROVE, decisions, stage_at, write_stages
+from tests.recovery_support import APPROVE, decisions, stage_at, write_stages
 
 LOCALE = "de_DE.UTF-8"
 VARIANTS = {
@@ -95,7 +95,7 @@ def test_point_in_time_recovery_verifies_its_stop_point_with_every_log_setting_a
     engine_for(live).take_backup(BackupKind.INCR)
     stages = write_stages(dsn, 2)
 
-    with decisions("point-in-time-recovery", APPROVE):
+    with decisions("point-in-time-recovery", ("restore", APPROVE)):
         result = point_in_time_recovery(target_time=stages.between(1).isoformat())
     try:
         assert result.verified, result.markdown()
