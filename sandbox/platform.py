@@ -9,6 +9,7 @@ All state lives under one directory (``RUNBOOK_SANDBOX_DIR``, default ``.sandbox
     prefect/            the local Prefect server's home (SQLite)
     run/                PID files and logs of background processes
     scratch/            verification restores
+    incidents/          the incident store (records, timelines, responding runs)
 """
 
 from __future__ import annotations

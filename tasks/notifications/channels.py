@@ -108,6 +108,12 @@ def load_notification_channels(refs: list[str]) -> Channels:
     this while its checks run); a block that cannot be loaded is a failed result, reported on
     every run, not only on the day it is needed. ``refs``: ``type-slug/name``, or a name alone
     (any notification type)."""
+    return load_channels(refs)
+
+
+def load_channels(refs: list[str]) -> Channels:
+    """The notification block of each ref (``type-slug/name`` or a name alone), or a failed
+    result saying why it cannot be used; never raises."""
     names = [ref for ref in refs if "/" not in ref]
     try:
         found = _find_by_names(names) if names else {}
