@@ -37,6 +37,7 @@ By = Annotated[str, typer.Option("--by", help="who acts (recorded on the timelin
 Note = Annotated[str, typer.Option(help="what you found or did")]
 NewStatus = Annotated[str, typer.Option(help="investigating, identified or monitoring")]
 NewSeverity = Annotated[str, typer.Option(help="P0..P3; raising it pages again")]
+Expected = Annotated[str, typer.Option(help="when you expect it resolved, in your words")]
 Wait = Annotated[float, typer.Option(help="seconds to wait for the run to apply it (0: none)")]
 
 
@@ -84,8 +85,7 @@ def list_open() -> None:
     for state in states:
         r = state.record
         typer.echo(
-            f"{r.id}  {state.severity}  {r.service:<16} {state.status:<13} "
-            f"{r.mark}{r.summary}"
+            f"{r.id}  {state.severity}  {r.service:<16} {state.status:<13} {r.mark}{r.summary}"
         )
 
 
@@ -152,53 +152,29 @@ def _act(incident_id: str, sent: IncidentCommand, wait: float) -> None:
         )
 
 
-@incident_app.command("ack")
-def ack(
-    incident_id: str,
-    by: By = "",
-    note: Note = "",
-    status: NewStatus = "",
-    severity: NewSeverity = "",
-    wait: Wait = 30,
-) -> None:
-    """Acknowledge: stops the escalation (until a raise of severity starts a new round)."""
-    sent = IncidentCommand(action="acknowledge", by=by, note=note, status=status, severity=severity)
-    _act(incident_id, sent, wait)
+def _command(name: str, action: str, summary: str) -> None:
+    """Register ``runbook incident <name>``, sending ``action`` with its options."""
+
+    def send(
+        incident_id: str,
+        by: By = "",
+        note: Note = "",
+        status: NewStatus = "",
+        severity: NewSeverity = "",
+        expected_resolution: Expected = "",
+        wait: Wait = 30,
+    ) -> None:
+        fields = {"note": note, "status": status, "severity": severity}
+        sent = IncidentCommand(
+            action=action, by=by, expected_resolution=expected_resolution, **fields
+        )
+        _act(incident_id, sent, wait)
+
+    incident_app.command(name, help=summary)(send)
 
 
-@incident_app.command("update")
-def update(
-    incident_id: str,
-    by: By = "",
-    note: Note = "",
-    status: NewStatus = "",
-    severity: NewSeverity = "",
-    expected_resolution: Annotated[
-        str, typer.Option(help="when you expect it resolved, in your words")
-    ] = "",
-    wait: Wait = 30,
-) -> None:
-    """Record progress: a note (current actions), a status, a severity, expected resolution."""
-    sent = IncidentCommand(
-        action="update",
-        by=by,
-        note=note,
-        status=status,
-        severity=severity,
-        expected_resolution=expected_resolution,
-    )
-    _act(incident_id, sent, wait)
-
-
-@incident_app.command("resolve")
-def resolve(
-    incident_id: str,
-    by: By = "",
-    note: Note = "",
-    status: NewStatus = "",
-    severity: NewSeverity = "",
-    wait: Wait = 30,
-) -> None:
-    """Resolve: the team is told, the post-incident report is written, the run completes."""
-    sent = IncidentCommand(action="resolve", by=by, note=note, status=status, severity=severity)
-    _act(incident_id, sent, wait)
+_command(
+    "ack", "acknowledge", "Acknowledge: stops the escalation (a raise of severity pages again)."
+)
+_command("update", "update", "Record progress: a note (current actions), status, severity, ETA.")
+_command("resolve", "resolve", "Resolve: the team is told, the report is written, the run ends.")

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,11 +17,13 @@ import pytest
 from flows.incident.response import incident_response
 from sandbox.notifications import INCIDENT_CHANNELS, receiver_url, register_notification_blocks
 from sandbox.platform import Sandbox
-from tasks.core.settings import CONFIG_ENV
+from tasks.aws.clients import aws_client
+from tasks.core.settings import CONFIG_ENV, IncidentSettings, load_system
 from tasks.incidents.commands import Command, incident_runs, send_command, wait_until_applied
 from tasks.incidents.models import TimelineEvent
 from tasks.incidents.state import IncidentState
 from tasks.incidents.store import DirectoryStore, incident_state
+from tests.conftest import settings_for
 
 FAST = {  # a run looks for commands every 0.2 s and says it is alive every 0.5 s
     "RUNBOOK_INCIDENTS_COMMAND_POLL_S": "0.2",
@@ -118,6 +119,12 @@ class Incidents:
         kept = httpx.get(receiver_url(self.box, channel), timeout=5).json()
         return [m for m in kept if incident_id in m.get("subject", "")]
 
+    def report(self, uri: str) -> str:
+        """A post-incident report, read back from S3 (moto) at ``s3://bucket/key``."""
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        s3 = aws_client(settings_for(self.box).aws, "s3")
+        return str(s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode())
+
     def fault(self, channel: str, status: int, count: int) -> None:
         """Make the next ``count`` posts to ``/hooks/<channel>`` answer ``status``."""
         url = f"{receiver_url(self.box, channel)}/fault"
@@ -131,25 +138,17 @@ def incident_blocks(prefect_server: str, platform: Sandbox) -> Sandbox:
     return platform
 
 
-@pytest.fixture(scope="session")
-def incident_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One incident store for the session, as one Prefect server has one: incident ids (and the
-    run tags made of them) never repeat."""
-    return tmp_path_factory.mktemp("incidents")
-
-
 @pytest.fixture
-def incidents(
-    incident_blocks: Sandbox, incident_store: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Incidents]:
-    """Flows aimed at the sandbox and the session's incident store; receivers emptied."""
+def incidents(incident_blocks: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Incidents]:
+    """Flows aimed at the sandbox and its incident store (one for the session, as one Prefect
+    server has one: incident ids, and the run tags made of them, never repeat); receivers
+    emptied; incidents a failed test left open resolved at the end."""
     monkeypatch.setenv(CONFIG_ENV, str(incident_blocks.config_file))
-    monkeypatch.setenv("RUNBOOK_INCIDENTS_STATE_DIR", str(incident_store))
     for variable, value in FAST.items():
         monkeypatch.setenv(variable, value)
     for channel in INCIDENT_CHANNELS:
         httpx.delete(receiver_url(incident_blocks, channel), timeout=5)
-    made = Incidents(incident_blocks, DirectoryStore(incident_store))
+    made = Incidents(incident_blocks, DirectoryStore(load_system(IncidentSettings).state_dir))
     yield made
     made.stop_all()
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 
 from tasks.core.units import exact_duration
-from tests.incidents import incident_blocks, incident_store, incidents, seconds_after
-from tests.test_incident_response import report_from_s3
+from tests.incidents import incident_blocks, incidents, seconds_after
 
-__all__ = ["incident_blocks", "incident_store", "incidents"]  # fixtures the test uses
+__all__ = ["incident_blocks", "incidents"]  # fixtures the tests use
 
 
 def test_a_p1_drill_at_time_scale_60_runs_end_to_end_in_about_a_minute(incidents):
@@ -55,7 +54,7 @@ def test_a_p1_drill_at_time_scale_60_runs_end_to_end_in_about_a_minute(incidents
     ]
     assert len(sent) == 4  # primary, secondary, the update, resolved
     assert all(m["subject"].startswith("[DRILL] ") and m["text"].startswith("DRILL") for m in sent)
-    report = report_from_s3(incidents, final.result().report_uri)
+    report = incidents.report(final.result().report_uri)
     assert report.startswith("# [DRILL] Post-incident report")
     assert "every timer 60 times faster" in report
     acked = running.state().acknowledged_at  # after the secondary's page: the target missed

@@ -13,8 +13,8 @@ import pytest
 from tasks.core.errors import RefusedError, SettingsError
 from tasks.core.settings import IncidentSettings, ServicesSettings, load_system
 from tasks.incidents.commands import IncidentCommand, check_command, command_events
-from tasks.incidents.lifecycle import IncidentRequest, check_request, new_record, record_action
-from tasks.incidents.models import IncidentRecord, TimelineEvent
+from tasks.incidents.lifecycle import check_request, new_record, record_action
+from tasks.incidents.models import IncidentRecord, IncidentRequest, TimelineEvent
 from tasks.incidents.policy import due_now, next_due, page_key, schedule
 from tasks.incidents.report import build_report, render_report
 from tasks.incidents.state import IncidentState, fold
@@ -371,3 +371,10 @@ def test_resolving_without_an_acknowledgement_counts_as_one_and_a_drills_targets
 def test_the_report_of_an_unresolved_incident_is_refused():
     with pytest.raises(ValueError, match="not resolved"):
         build_report(fold(record(), []))
+
+
+def test_a_failed_delivery_never_records_a_webhooks_secret_path():
+    from tasks.notifications.channels import without_paths
+
+    error = "Server error '500' for url 'https://hooks.slack.com/services/T0/B0/s3cr3t'"
+    assert without_paths(error) == "Server error '500' for url 'https://hooks.slack.com/...'"

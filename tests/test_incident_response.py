@@ -12,21 +12,17 @@ from typer.testing import CliRunner
 from deployments.cli import app
 from flows.incident.response import incident_response
 from sandbox.notifications import webhook_block
-from tasks.aws.clients import aws_client
 from tasks.core.units import exact_duration
 from tasks.incidents.models import incident_tag
 from tasks.postgres.cluster import free_port
-from tests.conftest import settings_for
 from tests.incidents import (
-    Incidents,
     incident_blocks,
-    incident_store,
     incidents,
     seconds_after,
     wait_for,
 )
 
-__all__ = ["incident_blocks", "incident_store", "incidents"]  # fixtures the tests use
+__all__ = ["incident_blocks", "incidents"]  # fixtures the tests use
 
 P1_FAST = {"severity": "P1", "service": "web", "drill": True, "time_scale": 450}
 TOLERANCE_S = 1.5  # a page goes out within one command poll (0.2 s) and an API call of its time
@@ -67,19 +63,13 @@ def test_acknowledged_in_time_nobody_else_is_paged_and_the_report_times_it(incid
     state = running.state()
     opened, acked = state.record.opened_at, state.acknowledged_at
     took = int((acked.replace(microsecond=0) - opened.replace(microsecond=0)).total_seconds())
-    report = report_from_s3(incidents, outcome.report_uri)
+    report = incidents.report(outcome.report_uri)
     assert outcome.report_uri.endswith(f"incidents/drills/{running.incident_id}.md")
     assert f"| time to acknowledge | {exact_duration(took)} | 2 s (P1) | met, " in report
     assert f"acknowledged | {acked:%Y-%m-%d %H:%M:%S} UTC by alice |" in report
     assert report.startswith("# [DRILL] Post-incident report")
     (resolved,) = incidents.messages("team", running.incident_id)[1:]
     assert resolved["subject"].endswith("resolved")
-
-
-def report_from_s3(incidents: Incidents, uri: str) -> str:
-    bucket, key = uri.removeprefix("s3://").split("/", 1)
-    s3 = aws_client(settings_for(incidents.box).aws, "s3")
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
 
 
 def test_not_acknowledged_the_secondary_then_the_manager_are_paged_at_the_scaled_times(incidents):

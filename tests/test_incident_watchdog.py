@@ -31,13 +31,12 @@ from tests.incidents import (
     FAST,
     Incidents,
     incident_blocks,
-    incident_store,
     incidents,
     seconds_after,
     wait_for,
 )
 
-__all__ = ["incident_blocks", "incident_store", "incidents"]  # fixtures the tests use
+__all__ = ["incident_blocks", "incidents"]  # fixtures the tests use
 
 PARAMS = 'severity="P1", service="web", summary="{summary}", source="pytest", drill=True'
 FIRST_RUN = (

@@ -14,9 +14,12 @@ import time
 from typing import NamedTuple, cast
 from uuid import UUID
 
+import httpx
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.input import GetInputHandler, receive_input
 from pydantic import ValidationError
 
+from tasks.core.runlog import run_logger
 from tasks.incidents.commands import IncidentCommand
 
 DRAIN_POLL_S = 0.01
@@ -59,12 +62,19 @@ class CommandInbox:
 
     def wait(self, seconds: float) -> Received | None:
         """The next command sent to this run, waiting at most about ``seconds``; None if none
-        came. Polls evenly so that the wait ends within one API call of ``seconds``."""
+        came. Polls evenly so that the wait ends within one API call of ``seconds``. The
+        Prefect API failing is a wait without commands: the incident's timers go on."""
         seconds = max(seconds, 0.0)
         polls = max(1, math.ceil(seconds / self._poll_s))
         self._handler.timeout = seconds
         self._handler.poll_interval = max(seconds / polls, DRAIN_POLL_S)
-        return _next(self._handler)
+        started = time.monotonic()
+        try:
+            return _next(self._handler)
+        except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+            run_logger().warning("cannot read commands from the Prefect API: %s", exc)
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+            return None
 
 
 def _next(handler: GetInputHandler[IncidentCommand]) -> Received | None:

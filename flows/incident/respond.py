@@ -191,34 +191,38 @@ def respond_until_resolved(
     for earlier_command in inbox.earlier():
         apply_received(responder, earlier_command)
     while True:
-        state = responder.state()
-        if state.resolved:
-            responder.publish_timeline(state)
-            return state
-        carry_out_due(responder, state)
-        now = datetime.now(UTC)
-        if assessment is not None and (checks := assessment.result()) is not None:
-            responder.append(assessment_event(checks, assessment.started))
-            assessment = None
-        state = responder.state()
-        responder.publish_timeline(state)
-        until = wait_until(state, now, timedelta(seconds=settings.heartbeat_s))
-        if assessment is not None:
-            until = min(until, now + ASSESSMENT_POLL)
-        upcoming = next_due(state)
-        seen = RunLiveness(
-            run_id=responder.run.id,
-            run_name=responder.run.name,
-            last_seen=now,
-            next_due_at=upcoming.at if upcoming else None,
-            next_due=f"{upcoming.what} {upcoming.level}: {upcoming.reason}" if upcoming else "",
-        )
+        now, state = datetime.now(UTC), responder.state()
+        seen = _seen(responder, state, now)  # alive, and the incident still ours?
         if not still_responding(responder.store, responder.incident_id, responder.run, seen):
             run_logger().warning(
                 "%s: another run has taken the incident over; this one stops",
                 responder.incident_id,
             )
             return None
+        if assessment is not None and (checks := assessment.result()) is not None:
+            responder.append(assessment_event(checks, assessment.started))
+            assessment, state = None, responder.state()
+        if state.resolved:
+            responder.publish_timeline(state)
+            return state
+        carry_out_due(responder, state)
+        state = responder.state()
+        responder.publish_timeline(state)
+        until = wait_until(state, now, timedelta(seconds=settings.heartbeat_s))
+        if assessment is not None:
+            until = min(until, now + ASSESSMENT_POLL)
         received = inbox.wait((until - datetime.now(UTC)).total_seconds())
         if received is not None:
             apply_received(responder, received)
+
+
+def _seen(responder: Responder, state: IncidentState, now: datetime) -> RunLiveness:
+    """What the run writes each time round: it is alive, and what is due next."""
+    upcoming = next_due(state)
+    return RunLiveness(
+        run_id=responder.run.id,
+        run_name=responder.run.name,
+        last_seen=now,
+        next_due_at=upcoming.at if upcoming else None,
+        next_due=f"{upcoming.what} {upcoming.level}: {upcoming.reason}" if upcoming else "",
+    )

@@ -126,12 +126,7 @@ def triggered_again(record: IncidentRecord) -> State[Any]:
     return Completed(
         name="Triggered again",
         message=f"added to the open incident {record.id} (dedup_key {record.dedup_key!r})",
-        data=IncidentOutcome(
-            incident_id=record.id,
-            outcome="triggered-again",
-            severity=record.severity,
-            drill=record.drill,
-        ),
+        data=IncidentOutcome.of(record, "triggered-again"),
     )
 
 
@@ -172,11 +167,5 @@ def post_incident(
     return Completed(
         name="Resolved",
         message=f"{record.mark}{record.id} resolved by {state.resolved_by}: {verdicts}",
-        data=IncidentOutcome(
-            incident_id=record.id,
-            outcome="resolved",
-            severity=state.severity,
-            drill=record.drill,
-            report_uri=uri,
-        ),
+        data=IncidentOutcome.of(record, "resolved", severity=state.severity, report_uri=uri),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import uuid4
 
 from prefect.client.orchestration import get_client
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tasks.core.errors import RefusedError
 from tasks.core.settings import Severity
-from tasks.incidents.models import TimelineEvent, incident_tag
+from tasks.incidents.models import EventKind, TimelineEvent, incident_tag
 from tasks.incidents.state import IncidentState
 from tasks.incidents.store import IncidentStore, UnknownIncident
 
@@ -110,75 +110,37 @@ def command_events(
     state: IncidentState, command: Command, key: str, now: datetime
 ) -> list[TimelineEvent]:
     """The events ``command`` causes on the incident, each carrying the command's key."""
-    by, data = command.by, {"command": key}
-    note = f": {command.note}" if command.note else ""
-    events: list[TimelineEvent] = []
-    if command.action == "acknowledge":
+    by, events = command.by, []
+
+    def add(kind: EventKind, text: str, data: dict[str, Any]) -> None:
         events.append(
-            TimelineEvent(
-                at=now,
-                kind="acknowledged",
-                actor=by,
-                text=f"acknowledged by {by}{note}",
-                data={**data, "round": state.round, "note": command.note},
-            )
+            TimelineEvent(at=now, kind=kind, actor=by, text=text, data={"command": key, **data})
         )
+
+    said = f": {command.note}" if command.note else ""
+    words = {"note": command.note, "expected_resolution": command.expected_resolution}
+    if command.action == "acknowledge":
+        add("acknowledged", f"acknowledged by {by}{said}", {"round": state.round, **words})
     if command.severity and command.severity != state.severity:
         raised = command.severity < state.severity  # "P0" < "P1": more severe
-        events.append(
-            TimelineEvent(
-                at=now,
-                kind="severity-changed",
-                actor=by,
-                text=f"severity {state.severity} -> {command.severity}"
-                + (f"; paging again at {command.severity}'s timers" if raised else ""),
-                data={**data, "from": state.severity, "to": command.severity, "raised": raised},
-            )
+        again = f"; paging again at {command.severity}'s timers" if raised else ""
+        add(
+            "severity-changed",
+            f"severity {state.severity} -> {command.severity}{again}",
+            {"from": state.severity, "to": command.severity, "raised": raised},
         )
     if command.status and command.status != state.status:
-        events.append(
-            TimelineEvent(
-                at=now,
-                kind="status-changed",
-                actor=by,
-                text=f"status {state.status} -> {command.status}",
-                data={**data, "from": state.status, "to": command.status},
-            )
-        )
+        change = {"from": state.status, "to": command.status}
+        add("status-changed", f"status {state.status} -> {command.status}", change)
     if command.action == "update" and (command.note or command.expected_resolution):
-        expected = (
-            f" (resolution expected: {command.expected_resolution})"
-            if command.expected_resolution
-            else ""
-        )
-        events.append(
-            TimelineEvent(
-                at=now,
-                kind="update",
-                actor=by,
-                text=f"{command.note or 'update'}{expected}",
-                data={
-                    **data,
-                    "note": command.note,
-                    "expected_resolution": command.expected_resolution,
-                },
-            )
-        )
+        expected = command.expected_resolution
+        when = f" (resolution expected: {expected})" if expected else ""
+        add("update", f"{command.note or 'update'}{when}", words)
     if command.action == "resolve":
-        events.append(
-            TimelineEvent(
-                at=now,
-                kind="resolved",
-                actor=by,
-                text=f"resolved by {by}{note}",
-                data={**data, "note": command.note},
-            )
-        )
-    return events or [  # e.g. an update to the status it already has
-        TimelineEvent(
-            at=now, kind="update", actor=by, text=f"{command.action}: nothing changed", data=data
-        )
-    ]
+        add("resolved", f"resolved by {by}{said}", {"note": command.note})
+    if not events:  # e.g. an update to the status it already has
+        add("update", f"{command.action}: nothing changed", {})
+    return events
 
 
 def rejected_event(

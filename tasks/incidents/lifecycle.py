@@ -11,28 +11,17 @@ from pydantic import BaseModel
 
 from tasks.core.errors import RefusedError
 from tasks.core.retry import ops_task
-from tasks.core.settings import SEVERITIES, IncidentSettings, ServicesSettings, Severity
+from tasks.core.settings import SEVERITIES, IncidentSettings, ServicesSettings
 from tasks.incidents.models import (
     RUNBOOK_ACTOR,
     IncidentRecord,
+    IncidentRequest,
     RunLiveness,
     TimelineEvent,
     incident_tag,
 )
 from tasks.incidents.state import IncidentState
 from tasks.incidents.store import IncidentStore, incident_state
-
-
-class IncidentRequest(BaseModel):
-    """What a trigger asks for: a checked ``incident-response`` run's parameters."""
-
-    severity: Severity
-    service: str
-    summary: str
-    source: str
-    dedup_key: str | None = None
-    drill: bool = False
-    time_scale: float = 1.0
 
 
 class RunRef(BaseModel):

@@ -41,22 +41,26 @@ DRILL_MARK = "[DRILL]"
 RUNBOOK_ACTOR = "runbook"  # the actor of what the incident's own run does
 
 
-class IncidentRecord(BaseModel):
-    """What opening fixed, never changed afterwards.
+class IncidentRequest(BaseModel):
+    """What a trigger asks for: the checked parameters of an ``incident-response`` run."""
 
-    ``roster``, ``timers`` and the paging policy are copied from the settings when the incident
-    opens (an escalation snapshot): editing the roster mid-incident changes nothing already
-    running. ``time_scale`` divides every timer of a drill (60: an hour takes a minute).
-    """
-
-    id: str
     severity: Severity = Field(description="at opening; changes are timeline events")
     service: str
     summary: str
-    source: str
+    source: str = Field(description="what raised it: a check, a person, a service")
     dedup_key: str | None = None
     drill: bool = False
     time_scale: float = 1.0
+
+
+class IncidentRecord(IncidentRequest):
+    """What opening fixed, never changed afterwards: the request, its id and time, and the
+    roster, timers and paging policy copied from the settings when the incident opened (an
+    escalation snapshot: editing the roster mid-incident changes nothing already running).
+    ``time_scale`` divides every timer of a drill (60: an hour takes a minute).
+    """
+
+    id: str
     opened_at: AwareDatetime
     roster: Roster
     timers: dict[Severity, SeverityTimers]
@@ -111,3 +115,20 @@ class IncidentOutcome(BaseModel):
     severity: Severity
     drill: bool = False
     report_uri: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        record: IncidentRecord,
+        outcome: Literal["resolved", "triggered-again"],
+        severity: Severity | None = None,
+        report_uri: str = "",
+    ) -> IncidentOutcome:
+        """The outcome for ``record`` (``severity``: at the end; unset, at opening)."""
+        return cls(
+            incident_id=record.id,
+            outcome=outcome,
+            severity=severity or record.severity,
+            drill=record.drill,
+            report_uri=report_uri,
+        )

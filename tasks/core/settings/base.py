@@ -101,7 +101,7 @@ def load_system(cls: type[SystemSettings], **values: Any) -> Any:
     except ValidationError as exc:
         problems = "; ".join(
             f"{cls.variable(str(err['loc'][0])) if err['loc'] else cls.section}: {err['msg']}"
-        for err in exc.errors()
+            for err in exc.errors()
         )
         raise SettingsError(
             f"invalid {cls.section} settings: {problems}",
