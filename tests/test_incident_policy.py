@@ -378,3 +378,22 @@ def test_a_failed_delivery_never_records_a_webhooks_secret_path():
 
     error = "Server error '500' for url 'https://hooks.slack.com/services/T0/B0/s3cr3t'"
     assert without_paths(error) == "Server error '500' for url 'https://hooks.slack.com/...'"
+
+
+def test_prefect_yaml_serves_incident_response_on_demand_and_the_watchdog_every_minute():
+    from deployments.serve import load_specs
+
+    specs = {f"{s.load_flow().name}/{s.name}": s for s in load_specs()}
+    assert specs["incident-response/on-demand"].schedules == []
+    (every_minute,) = specs["incident-watchdog/every-minute"].schedules
+    assert (every_minute.cron, every_minute.slug) == ("* * * * *", "incident-watchdog-every-minute")
+
+
+def test_a_resolved_incident_whose_report_is_not_written_is_still_the_watchdogs(tmp_path):
+    store = DirectoryStore(tmp_path)
+    opened, _ = store.open(record(), opened_event())
+    store.append(opened.id, event(MIN, "resolved", "alice"))
+    assert open_incidents(store) == []
+    assert [s.record.id for s in open_incidents(store, until_reported=True)] == [opened.id]
+    store.append(opened.id, event(2 * MIN, "report"))
+    assert open_incidents(store, until_reported=True) == []

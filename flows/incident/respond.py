@@ -150,11 +150,12 @@ class Assessment:
 def start_assessment(
     state: IncidentState, platform: Settings | str, settings: IncidentSettings
 ) -> Assessment | None:
-    """Start the assessment's checks (None when the timeline already has one: a take-over).
+    """Start the assessment's checks (None when the timeline already has one, or the incident
+    is resolved: a take-over).
 
     ``platform`` is the platform's settings, or why they could not be loaded.
     """
-    if state.assessed:
+    if state.assessed or state.resolved:
         return None
     started = datetime.now(UTC)
     if isinstance(platform, str):

@@ -136,7 +136,8 @@ def post_incident(
     """Tell the team, write the report (the run's artifact, and S3 when configured), end the
     run Completed, named ``Resolved``."""
     record, settings = state.record, responder.settings
-    deliver_pages(responder.store, state, resolved_pages(state))
+    told = [p for p in resolved_pages(state) if p.key not in state.pages]  # once, even if
+    deliver_pages(responder.store, state, told)  # a run that died after resolve had begun
     report = build_report(responder.state(), str(PREFECT_UI_URL.value() or ""))
     markdown = render_report(report)
     key = f"incident-{record.id.lower()}-report"

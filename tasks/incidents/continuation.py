@@ -48,10 +48,10 @@ class Continuation(BaseModel):
 
 
 def find_stalled(store: IncidentStore, now: datetime, stale_after_s: float) -> list[Stalled]:
-    """The open incidents whose run was last seen more than ``stale_after_s`` ago (or, never
-    claimed by a run, opened that long ago)."""
+    """The incidents not finished (resolved and reported) whose run was last seen more than
+    ``stale_after_s`` ago (or, never claimed by a run, opened that long ago)."""
     stalled = []
-    for state in open_incidents(store):
+    for state in open_incidents(store, until_reported=True):
         seen = store.liveness(state.record.id)
         silent = (now - (seen.last_seen if seen else state.record.opened_at)).total_seconds()
         if silent > stale_after_s:

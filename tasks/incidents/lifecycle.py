@@ -139,15 +139,17 @@ def open_incident(
 @ops_task("take-over-incident")
 def take_over(store: IncidentStore, incident_id: str, run: RunRef) -> IncidentState:
     """Make ``run`` the incident's responder, after a run that died: pages it attempted without
-    recording an outcome are recorded as unknown (never sent again).
+    recording an outcome are recorded as unknown (never sent again). A resolved incident whose
+    report the dead run did not write is taken over to write it.
 
     Raises:
-        UnknownIncident: no such incident. RefusedError: it is resolved.
+        UnknownIncident: no such incident. RefusedError: it is resolved and reported.
     """
     state = incident_state(store, incident_id)
-    if state.resolved:
+    if state.finished:
         raise RefusedError(
-            f"incident {incident_id} was resolved at {state.resolved_at:%Y-%m-%d %H:%M:%S %Z}",
+            f"incident {incident_id} was resolved at {state.resolved_at:%Y-%m-%d %H:%M:%S %Z} "
+            "and its report written",
             hint="open a new incident if the problem is back",
         )
     now = datetime.now(UTC)

@@ -70,6 +70,11 @@ class IncidentState(BaseModel):
         return self.resolved_at is not None
 
     @property
+    def finished(self) -> bool:
+        """Resolved, and its post-incident report written: nothing left for a run to do."""
+        return self.resolved and bool(self.of_kind("report"))
+
+    @property
     def highest_severity(self) -> Severity:
         """The most severe level the incident reached (P0 is the most severe)."""
         seen: list[Severity] = [self.record.severity]

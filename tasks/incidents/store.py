@@ -73,10 +73,11 @@ def incident_state(store: IncidentStore, incident_id: str) -> IncidentState:
     return fold(store.record(incident_id), store.timeline(incident_id))
 
 
-def open_incidents(store: IncidentStore) -> list[IncidentState]:
-    """Every incident not resolved yet, oldest first."""
+def open_incidents(store: IncidentStore, *, until_reported: bool = False) -> list[IncidentState]:
+    """Every incident not resolved yet (``until_reported``: or whose report is not written
+    yet), oldest first."""
     states = [incident_state(store, incident_id) for incident_id in store.ids()]
-    return [s for s in states if not s.resolved]
+    return [s for s in states if not (s.finished if until_reported else s.resolved)]
 
 
 class DirectoryStore:
