@@ -16,6 +16,7 @@ from tasks.core.units import exact_duration
 from tasks.incidents.models import incident_tag
 from tasks.postgres.cluster import free_port
 from tests.incidents import (
+    TOLERANCE_S,
     incident_blocks,
     incidents,
     seconds_after,
@@ -25,7 +26,6 @@ from tests.incidents import (
 __all__ = ["incident_blocks", "incidents"]  # fixtures the tests use
 
 P1_FAST = {"severity": "P1", "service": "web", "drill": True, "time_scale": 450}
-TOLERANCE_S = 1.5  # a page goes out within one command poll (0.2 s) and an API call of its time
 
 
 def test_acknowledged_in_time_nobody_else_is_paged_and_the_report_times_it(incidents):
