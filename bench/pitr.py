@@ -11,7 +11,7 @@ archive, so the target is inside the restorable window. Each pair then runs, alt
   ``pg_is_in_recovery()`` is false, by hand;
 * flow: ``point_in_time_recovery(target_time=..., mode="side-by-side")`` in a child process
   against the sandbox's Prefect server. The run pauses for approval; this (separate) process
-  polls the API for the paused run and approves it at once with ``answer_approval``. The
+  polls the API for the paused run and approves it at once with ``answer_gate``. The
   restored cluster is removed after each run.
 
 Besides the table and the verdict of ``bench/verify_backup.py`` (where "flow without checks"
@@ -46,7 +46,7 @@ from pathlib import Path
 import psycopg
 from pydantic import SecretStr
 
-from flows.approval import answer_approval
+from flows.approval import answer_gate, wait_for_gate
 from sandbox.platform import OS_USER, Sandbox
 from tasks.backups.base import RecoveryTarget
 from tasks.backups.pgbackrest import target_options
@@ -298,7 +298,8 @@ def approve_when_paused(proc: subprocess.Popen[bytes], spawned: datetime) -> tup
     seen, run = time.time(), runs[0]
     assert run.state is not None
     paused_at = run.state.timestamp.timestamp()
-    answer_approval(run.id, approved=True, approver="bench", reason="bench")
+    wait_for_gate(run.id, "restore", PAUSE_DEADLINE_S)
+    answer_gate(run.id, approved=True, approver="bench", reason="bench", step="restore")
     accepted = time.time()
     log(
         f"  run {run.name} seen Paused {seen - paused_at:.2f} s after it paused;"

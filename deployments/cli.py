@@ -102,19 +102,55 @@ def serve() -> None:
         _fail(exc)
 
 
-def _decide(run_id: str, approved: bool, approver: str, reason: str) -> None:
+def use_prefect_api() -> str:
+    """Aim this process at the Prefect API: the configured one, else the sandbox's own server.
+
+    With neither ``RUNBOOK_PREFECT_API_URL`` nor ``PREFECT_API_URL`` set and a sandbox created
+    from this checkout, re-runs this command with the sandbox's Prefect environment (Prefect reads
+    its settings at import). Returns the API URL used.
+    """
+    configured = _configured_api_url()
+    if configured is not None:
+        os.environ.setdefault("PREFECT_API_URL", configured)
+        return configured
+    box = _sandbox()
+    if box.config_file.exists():
+        _reexec_with(box.prefect_env())
+        return box.prefect_api_url
+    return "the Prefect profile's API"
+
+
+def _decide(run_id: str, approved: bool, approver: str, reason: str, step: str | None) -> None:
     from uuid import UUID
 
-    from flows.approval import answer_approval
+    from flows.approval import answer_gate, read_gate
 
     try:
-        answer_approval(UUID(run_id), approved=approved, approver=approver, reason=reason)
+        run = UUID(run_id)
     except ValueError:
         typer.echo(f"error: {run_id!r} is not a flow run id (a UUID)", err=True)
         raise typer.Exit(2) from None
+    api = use_prefect_api()
+    try:
+        gate = read_gate(run, step)
+        typer.echo(
+            f"Run {gate.run_name} ({run}) waits at gate {gate.step!r}, plan {gate.plan_digest} "
+            f"(Prefect API {api}):\n\n{gate.plan_markdown}\n"
+        )
+        gate = answer_gate(run, approved=approved, approver=approver, reason=reason, step=gate.step)
     except RunbookError as exc:
         _fail(exc)
-    typer.echo(f"{'approved' if approved else 'rejected'} run {run_id} as {approver}")
+    typer.echo(
+        f"{'approval' if approved else 'rejection'} by {approver} delivered to gate "
+        f"{gate.step!r} (plan {gate.plan_digest}); the run records its decision as the "
+        f"approval-{gate.step} artifact"
+    )
+
+
+StepOption = Annotated[
+    str | None,
+    typer.Option(help="answer only if the run waits at this gate (restore, switchover, ...)"),
+]
 
 
 @app.command()
@@ -122,9 +158,11 @@ def approve(
     run_id: str,
     approver: Annotated[str, typer.Option(help="your name, recorded with the decision")],
     reason: Annotated[str, typer.Option(help="why (incident, ticket)")],
+    step: StepOption = None,
 ) -> None:
-    """Approve the plan a paused recovery is waiting on (through the Prefect API)."""
-    _decide(run_id, True, approver, reason)
+    """Approve the gate a run waits at now: prints its step and plan, sends that step and the
+    plan's digest, never waits or retries (exit 2 when the run is not waiting there)."""
+    _decide(run_id, True, approver, reason, step)
 
 
 @app.command()
@@ -132,9 +170,11 @@ def reject(
     run_id: str,
     approver: Annotated[str, typer.Option(help="your name, recorded with the decision")],
     reason: Annotated[str, typer.Option(help="why")] = "rejected",
+    step: StepOption = None,
 ) -> None:
-    """Reject the plan a paused recovery is waiting on: the run stops, nothing changes."""
-    _decide(run_id, False, approver, reason)
+    """Reject the gate a run waits at now: the run stops, nothing changes (exit 2 when the run
+    is not waiting at a gate)."""
+    _decide(run_id, False, approver, reason, step)
 
 
 @app.command()
@@ -144,9 +184,13 @@ def demo(
     approve_as: Annotated[
         str | None, typer.Option(help="approve the demo's recovery yourself, as this name")
     ] = None,
+    keep: Annotated[
+        bool, typer.Option(help="keep the restored copy instead of discarding it at the end")
+    ] = False,
 ) -> None:
     """The main job: sandbox, Prefect server, served deployments; a backup taken and verified,
-    a point-in-time recovery behind an approval, and the daily health check."""
+    a point-in-time recovery behind an approval, the daily health check, and the restored copy
+    discarded through discard-restored-cluster (unless --keep)."""
     from deployments.demo import run_demo
 
     box = _sandbox()
@@ -156,7 +200,7 @@ def demo(
             box.up()
         box.prefect_home.mkdir(parents=True, exist_ok=True)
         _reexec_with(box.prefect_env())
-        run_demo(box, timeout=timeout, stop_after=down, approve_as=approve_as)
+        run_demo(box, timeout=timeout, stop_after=down, approve_as=approve_as, keep=keep)
     except RunbookError as exc:
         _fail(exc)
 

@@ -1,10 +1,12 @@
 """The main job on the sandbox: everything up; a backup taken, verified, and used for a
-point-in-time recovery behind an approval; the daily health check; all through deployments."""
+point-in-time recovery behind an approval; the daily health check; then what it restored is
+discarded (unless kept); all through deployments."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +17,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from deployments.serve import load_specs
-from flows.approval import answer_approval
+from flows.approval import answer_gate, wait_for_gate
 from sandbox.platform import Sandbox
 from sandbox.processes import venv_tool
 from tasks.core.errors import RunbookError
@@ -24,6 +26,7 @@ from tasks.postgres.sql import connect, fetch_value, switch_wal, with_port
 
 SERVE_READY_TIMEOUT_S = 180
 PITR = "point-in-time-recovery/on-demand"
+DISCARD = "discard-restored-cluster/on-demand"
 
 
 class DemoError(RunbookError):
@@ -112,7 +115,9 @@ def wait_for_state(run_id: UUID, states: set[str], timeout: int) -> FlowRun:
             time.sleep(0.5)
 
 
-def recovery_step(box: Sandbox, ui: str, approve_as: str | None, timeout: int) -> None:
+def recovery_step(box: Sandbox, ui: str, approve_as: str | None, timeout: int) -> Path | None:
+    """Recover side by side to just before a new marker row; returns the restored copy's data
+    directory (None when the run was left waiting for a person's approval)."""
     _say("Writing a marker row, then recovering side by side to just before it")
     target, marker = write_marker(box)
     run = run_deployment(PITR, parameters={"target_time": target}, timeout=0)
@@ -124,9 +129,10 @@ def recovery_step(box: Sandbox, ui: str, approve_as: str | None, timeout: int) -
     approve_line = f"runbook approve {run.id} --approver NAME --reason TEXT"
     if approve_as is None:
         typer.echo(f"    approve it in the UI, or: {approve_line}")
-        return
+        return None
     typer.echo(f"    approving as {approve_as}  (what `{approve_line}` does)")
-    answer_approval(run.id, approved=True, approver=approve_as, reason="runbook demo")
+    wait_for_gate(run.id, "restore", timeout)
+    answer_gate(run.id, approved=True, approver=approve_as, reason="runbook demo", step="restore")
     done = _completed(PITR, wait_for_state(run.id, set(), timeout))
     result = done.state.result()  # type: ignore[union-attr]
     typer.echo(result.markdown())
@@ -136,6 +142,24 @@ def recovery_step(box: Sandbox, ui: str, approve_as: str | None, timeout: int) -
         f"    marker {marker}: {'present' if found else 'absent'} in the restored "
         "cluster (recovered to just before it); the live cluster keeps it"
     )
+    return result.plan.restore_to.data_dir
+
+
+def discard_step(restored: Path, approve_as: str, timeout: int) -> None:
+    """Remove the demo's restored copy through the discard deployment, approving it."""
+    _say(f"Discarding the restored copy through {DISCARD}")
+    run = run_deployment(DISCARD, parameters={"path": str(restored)}, timeout=0)
+    assert isinstance(run, FlowRun)
+    paused = wait_for_state(run.id, {"Paused"}, timeout)
+    if paused.state_name != "Paused":
+        _completed(DISCARD, paused)
+    typer.echo(f"    approving as {approve_as}")
+    wait_for_gate(run.id, "discard", timeout)
+    answer_gate(
+        run.id, approved=True, approver=approve_as, reason="runbook demo cleanup", step="discard"
+    )
+    _completed(DISCARD, wait_for_state(run.id, set(), timeout))
+    typer.echo(f"    removed {restored.parent} (its server stopped first)")
 
 
 def health_step(box: Sandbox, timeout: int) -> None:
@@ -145,7 +169,9 @@ def health_step(box: Sandbox, timeout: int) -> None:
     typer.echo(run_health_check_step(box, timeout))
 
 
-def run_demo(box: Sandbox, *, timeout: int, stop_after: bool, approve_as: str | None) -> None:
+def run_demo(
+    box: Sandbox, *, timeout: int, stop_after: bool, approve_as: str | None, keep: bool = False
+) -> None:
     _say("Starting the sandbox (PostgreSQL 15 + pgBackRest + platform services)")
     box.up()
     _say("Starting the Prefect server")
@@ -160,8 +186,15 @@ def run_demo(box: Sandbox, *, timeout: int, stop_after: bool, approve_as: str | 
     _say("Verifying it through verify-backup/on-demand")
     verify = run_and_wait("verify-backup/on-demand", {"backup_label": backup.label}, timeout)
     typer.echo(verify.state.result().markdown())  # type: ignore[union-attr]
-    recovery_step(box, ui, approve_as, timeout)
+    restored = recovery_step(box, ui, approve_as, timeout)
     health_step(box, timeout)
+    if restored is not None and approve_as is not None and not keep:
+        discard_step(restored, approve_as, timeout)
+    elif restored is not None:
+        typer.echo(
+            f"    kept the restored copy {restored}; remove it with {DISCARD} "
+            f"(parameter path={restored})"
+        )
     typer.echo(f"Prefect UI: {ui}  (flow runs: {ui}/runs)")
     typer.echo(box.describe())
     if stop_after:

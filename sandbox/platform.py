@@ -52,6 +52,7 @@ TABLES = [
     {"name": "webhook_events", "key_columns": ["id", "stripe_event_id"], "min_rows": 100},
 ]
 PREFECT_START_TIMEOUT_S = 90
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 def sql_scripts() -> list[Traversable]:
@@ -91,13 +92,30 @@ class Sandbox:
         self.prefect_home = self.root / "prefect"
         self.run_dir = self.root / "run"
         self._ready_marker = self.root / "pg" / "initialized"
+        self.ports_file = self.root / "ports.json"
+        self.pg_port, self.prefect_port = self._ports()
+
+    def _ports(self) -> tuple[int, int]:
+        """PostgreSQL's and Prefect's ports: set explicitly (RUNBOOK_SANDBOX_*_PORT), else the
+        ones this sandbox was made with (so a new shell finds it), else the defaults."""
+        remembered = json.loads(self.ports_file.read_text()) if self.ports_file.exists() else {}
+        chosen = self.settings.model_fields_set
+        return (
+            self.settings.pg_port
+            if "pg_port" in chosen
+            else int(remembered.get("pg", self.settings.pg_port)),
+            self.settings.prefect_port
+            if "prefect_port" in chosen
+            else int(remembered.get("prefect", self.settings.prefect_port)),
+        )
+
+    def _remember_ports(self) -> None:
+        self.ports_file.write_text(json.dumps({"pg": self.pg_port, "prefect": self.prefect_port}))
 
     # -- components ------------------------------------------------------------------------------
 
     def cluster(self) -> LocalCluster:
-        return LocalCluster(
-            self.root / "pg" / "data", self.settings.pg_port, find_bin_dir(), OS_USER
-        )
+        return LocalCluster(self.root / "pg" / "data", self.pg_port, find_bin_dir(), OS_USER)
 
     def daemon(self, name: str) -> Daemon:
         return Daemon(name, self.run_dir)
@@ -107,7 +125,7 @@ class Sandbox:
 
     @property
     def prefect_api_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.prefect_port}/api"
+        return f"http://127.0.0.1:{self.prefect_port}/api"
 
     def prefect_env(self) -> dict[str, str]:
         """Environment for every process that talks to the sandbox's Prefect server."""
@@ -118,6 +136,9 @@ class Sandbox:
             # the served runner looks for new runs every second, not every 10 s
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
             "PREFECT_LOCAL_STORAGE_PATH": str(self.prefect_home / "storage"),
+            # the server keeps concurrency leases on disk (under PREFECT_HOME): a restart must
+            # not forget who holds the recovery lock (the default, memory, does)
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
             CONFIG_ENV: str(self.config_file),
         }
 
@@ -137,9 +158,9 @@ class Sandbox:
         find_bin_dir()
         require_tool("pgbackrest", hint="apt-get install pgbackrest")
         cluster = self.cluster()
-        if not cluster.is_running() and port_in_use(self.settings.pg_port):
+        if not cluster.is_running() and port_in_use(self.pg_port):
             raise RefusedError(
-                f"port {self.settings.pg_port} on 127.0.0.1 is taken by another process",
+                f"port {self.pg_port} on 127.0.0.1 is taken by another process",
                 hint="stop that process or choose another port with RUNBOOK_SANDBOX_PG_PORT",
             )
         self._prepare_root()
@@ -166,6 +187,7 @@ class Sandbox:
     def _prepare_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o711)
+        self._remember_ports()
         user = effective_user(OS_USER)
         if user is not None:
             require_reachable(self.root, user)
@@ -229,7 +251,7 @@ class Sandbox:
         pgbackrest = require_tool("pgbackrest", hint="apt-get install pgbackrest")
         return (
             "\n# runbook sandbox\n"
-            f"port = {self.settings.pg_port}\nlisten_addresses = '127.0.0.1'\n"
+            f"port = {self.pg_port}\nlisten_addresses = '127.0.0.1'\n"
             f"unix_socket_directories = '{self.cluster().socket_dir}'\n"
             "wal_level = replica\narchive_mode = on\n"
             f"archive_command = '{pgbackrest} --config={self.pgbackrest_conf} "
@@ -264,9 +286,9 @@ class Sandbox:
     def start_prefect_server(self) -> str:
         """Start the sandbox's Prefect server (SQLite under the sandbox dir) unless it runs."""
         daemon = self.daemon("prefect-server")
-        if daemon.pid() is None and port_in_use(self.settings.prefect_port):
+        if daemon.pid() is None and port_in_use(self.prefect_port):
             raise RefusedError(
-                f"port {self.settings.prefect_port} on 127.0.0.1 is taken by another process",
+                f"port {self.prefect_port} on 127.0.0.1 is taken by another process",
                 hint="stop it, choose RUNBOOK_SANDBOX_PREFECT_PORT, or set RUNBOOK_PREFECT_API_URL "
                 "to use a Prefect server you already run",
             )
@@ -279,7 +301,7 @@ class Sandbox:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(self.settings.prefect_port),
+                str(self.prefect_port),
             ],
             env=self.prefect_env(),
             ready=lambda: _healthy(f"{self.prefect_api_url}/health"),

@@ -113,3 +113,14 @@ def pg_tmp() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def history() -> Iterator[tuple]:
+    """A sandbox of the requesting module's own: a full backup, then marker stages 1..3 archived
+    after it (``tests.recovery_support``); yields ``(box, stages)``."""
+    from tests.recovery_support import make_history
+
+    box, stages = make_history()
+    yield box, stages
+    destroy_sandbox(box)

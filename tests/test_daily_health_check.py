@@ -34,7 +34,7 @@ from tasks.core.reports import CheckResult
 from tasks.notifications.channels import load_notification_channels, notify_on_call
 from tasks.reviews.capacity import SAMPLES_FILE
 
-SYSTEMS = {"postgres", "http", "s3", "ses", "stripe", "logs"}
+SYSTEMS = {"postgres", "http", "s3", "ses", "stripe", "logs", "recovery"}
 EVENTS_DEADLINE_S = 30
 
 

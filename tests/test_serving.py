@@ -133,13 +133,22 @@ def test_another_service_starts_approves_and_reads_a_served_recovery_over_rest(s
 
     poll_state(served, run_id, {"PAUSED"})
     decision = {"approved": True, "approver": "ops-bot", "reason": "test"}
+    unbound = httpx.post(f"{served}/flow_runs/{run_id}/resume", json={"run_input": decision})
+    assert unbound.json()["status"] == "REJECT"  # no step, no plan digest: refused, still paused
     deadline = time.monotonic() + 30
-    while True:  # the run saves its form a moment after it pauses
-        resumed = httpx.post(f"{served}/flow_runs/{run_id}/resume", json={"run_input": decision})
-        if resumed.json().get("status") == "ACCEPT":
+    while True:  # the README's calls: read the gate from the form's schema, answer it bound
+        keyset = httpx.get(f"{served}/flow_runs/{run_id}").json()["state"]["state_details"]
+        form = httpx.get(
+            f"{served}/flow_runs/{run_id}/input/{keyset['run_input_keyset']['schema']}"
+        )
+        if form.status_code == 200:  # the run saves its form a moment after it pauses
             break
-        assert time.monotonic() < deadline, resumed.text
+        assert time.monotonic() < deadline, form.text
         time.sleep(0.3)
+    fields = form.json()["properties"]
+    decision |= {"step": fields["step"]["default"], "plan_digest": fields["plan_digest"]["default"]}
+    resumed = httpx.post(f"{served}/flow_runs/{run_id}/resume", json={"run_input": decision})
+    assert resumed.json()["status"] == "ACCEPT", resumed.text
 
     final = poll_state(served, run_id, {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
     assert final["state"]["type"] == "COMPLETED", final["state"]["message"]

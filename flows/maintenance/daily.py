@@ -1,11 +1,12 @@
 """Runbook, System Maintenance, Daily Operations: the morning health check.
 
-Every system's checks run at once; whatever does not answer within the deadline is a failed
-check of its own, so one slow or broken system never hides the others. The report is a table
-and a markdown summary; each failed check emits ``runbook.check.failed``, and on-call hears of
-failures through the notification blocks, loaded while the checks run. Today's capacity
-sample is kept for the monthly planning. The run ends Completed, named ``Unhealthy`` when a
-check failed (flows.checks).
+Every system's checks run at once (with them, what recoveries left behind: an interrupted
+switchover, restored copies and kept data directories); whatever does not answer within the
+deadline is a failed check of its own, so one slow or broken system never hides the others. The
+report is a table and a markdown summary; each failed check emits ``runbook.check.failed``, and
+on-call hears of failures through the notification blocks, loaded while the checks run. Today's
+capacity sample is kept for the monthly planning. The run ends Completed, named ``Unhealthy``
+when a check failed (flows.checks).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prefect import flow
 from prefect.states import State
 
 from flows.checks import final_state, gather_checks, start_task
+from flows.lock import check_recovery_lock
 from tasks.aws.logs import run_logs_checks
 from tasks.aws.s3 import run_s3_checks
 from tasks.aws.ses import run_ses_checks
@@ -29,6 +31,7 @@ from tasks.core.settings import Settings, load_settings
 from tasks.http.health import run_health_checks
 from tasks.notifications.channels import load_notification_channels, notify_on_call
 from tasks.postgres.health import run_postgres_checks
+from tasks.postgres.restored_copies import leftover_roots, run_restored_copy_checks
 from tasks.reviews.capacity import record_capacity_sample
 from tasks.stripe.checks import run_stripe_checks
 
@@ -49,6 +52,11 @@ def daily_checks(settings: Settings) -> dict[str, SystemChecks]:
         "ses": (run_ses_checks, (settings.aws,)),
         "stripe": (run_stripe_checks, (settings.stripe, dsn)),
         "logs": (run_logs_checks, (settings.aws,)),
+        "recoveries": (
+            run_restored_copy_checks,
+            (settings.postgres.data_dir, leftover_roots(settings)),
+        ),
+        "recovery": (check_recovery_lock, (settings.backup.stanza,)),
     }
 
 

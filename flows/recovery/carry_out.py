@@ -14,7 +14,8 @@ from flows.approval import request_approval
 from flows.lock import recovery_lock
 from tasks.backups.base import BackupEngine, RestoreRequest
 from tasks.backups.operations import restore_to_directory
-from tasks.backups.planning import RecoveryMode, RecoveryPlan, RecoveryResult
+from tasks.backups.planning import RecoveryMode, RecoveryPlan, RecoveryResult, check_plan_again
+from tasks.core.approvals import ApprovalPolicy
 from tasks.core.errors import RunbookError
 from tasks.core.reports import first_failure, publish_markdown
 from tasks.core.runlog import run_logger
@@ -38,16 +39,18 @@ def carry_out_recovery(
     if dry_run:
         run_logger().info("Dry run: stopping after the plan")
         return result
-    timeout = settings.recovery.approval_timeout_s
-    with recovery_lock(plan.stanza, settings.recovery.lock_wait_s):
-        decision = request_approval("restore", plan.markdown(), timeout)
+    policy = ApprovalPolicy.from_settings(settings.recovery)
+    with recovery_lock(plan.stanza, settings.recovery.lock_wait_s) as lock:
+        decision = request_approval("restore", plan.markdown(), policy)
         result.decisions.append(decision)
         if not decision.approved:
             return Cancelled(message=decision.summary())
+        lock.check()
+        check_plan_again(settings, engine, plan)
         restored = restore_and_verify(settings, engine, plan, result)
         if plan.mode is RecoveryMode.SIDE_BY_SIDE:
             return finish(result)
-        decision = request_approval("switchover", result.markdown(), timeout)
+        decision = request_approval("switchover", result.markdown(), policy, result.decisions)
         result.decisions.append(decision)
         if not decision.approved:
             finish(result)
@@ -55,11 +58,19 @@ def carry_out_recovery(
                 message=f"{decision.summary()}; the restored cluster stays "
                 f"side by side at {result.restored_dsn}"
             )
+        lock.check()
+        check_plan_again(settings, engine, plan)
         assert plan.live_data_dir is not None
         assert plan.live_port is not None
-        live = LocalCluster(plan.live_data_dir, plan.live_port, restored.bin_dir, restored.os_user)
+        live = LocalCluster(
+            plan.live_data_dir,
+            plan.live_port,
+            restored.bin_dir,
+            restored.os_user,
+            restored.config_file,  # the live cluster's own, when outside its data directory
+        )
         result.switchover = switch_over(
-            restored.cluster(), live, settings.live_dsn(), settings.recovery.start_deadline_s
+            restored.cluster(), live, settings.live_dsn(), plan.backup.system_id, settings.recovery
         )
         remove_scratch_cluster(restored)  # its data directory now lives in the live one's place
         result.outcome = "replaced"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from typing import Any
 
+from prefect import flow
+from prefect.states import Completed, State
+
+from flows.lock import recovery_in_progress
 from tasks.backups.base import RestoreRequest
 from tasks.backups.freshness import record_restore_measurement, record_verification_failure
 from tasks.backups.operations import build_engine, restore_to_directory, select_backup
@@ -16,20 +20,32 @@ from tasks.postgres.scratch import plan_scratch_cluster, remove_scratch_cluster,
 from tasks.postgres.sql import with_port
 from tasks.postgres.verification import VerificationReport, verify_restored_cluster
 
+SKIPPED = "Skipped"
+
 
 class VerificationFailed(RunbookError):
     """A verification check failed; the message names it."""
 
 
 @flow(name="verify-backup", persist_result=True, on_failure=[emit_flow_failure])
-def verify_backup(backup_label: str | None = None) -> VerificationReport:
+def verify_backup(backup_label: str | None = None) -> VerificationReport | State[Any]:
     """Restore a backup (the newest, or ``backup_label``) beside live and verify it.
 
     The scratch cluster never archives into the live repository and is always removed.
-    Fails, naming the check, when any check fails.
+    Fails, naming the check, when any check fails. While a recovery holds the stanza it skips
+    (Completed, named ``Skipped``), leaving the host's disk and I/O to the recovery; it never
+    takes the recovery lock.
     """
     logger = run_logger()
     settings = load_settings()
+    holder = recovery_in_progress(settings.backup.stanza)
+    if holder is not None:
+        message = (
+            f"skipped: recovery run {holder.run_name} ({holder.flow_run_id}) holds stanza "
+            f"{settings.backup.stanza}; the next scheduled verification runs as usual"
+        )
+        logger.info("%s", message)
+        return Completed(name=SKIPPED, message=message)
     engine = build_engine(settings)
     live = settings.live_dsn()
     backup = select_backup(engine, backup_label)

@@ -151,8 +151,9 @@ class BackupEngine(ABC):
         ``timeline`` (the live cluster's) when given, else the newest in the repository."""
 
     @abstractmethod
-    def take_backup(self, kind: BackupKind) -> BackupInfo:
-        """Take a backup and return it as listed afterwards."""
+    def take_backup(self, kind: BackupKind, expire: bool = True) -> BackupInfo:
+        """Take a backup and return it as listed afterwards; ``expire=False`` keeps every older
+        backup this time (retention applies again at the next backup that expires)."""
 
     @abstractmethod
     def verify_repository(self, label: str | None = None) -> RepositoryCheck:

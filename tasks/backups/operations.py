@@ -94,8 +94,11 @@ def restorable_window(engine: BackupEngine, timeline: int | None = None) -> Rest
 
 
 @ops_task("take-backup")
-def take_backup(engine: BackupEngine, kind: BackupKind) -> BackupInfo:
+def take_backup(engine: BackupEngine, kind: BackupKind, deferred_expire: str = "") -> BackupInfo:
     """Take a ``kind`` backup, log it and publish it as the ``backup-taken`` artifact.
+
+    ``deferred_expire``, when given, is why the backup's automatic expire is skipped this time
+    (a recovery holds the stanza and may use any backup); it is said in the log and the artifact.
 
     Never retried. Returns the new backup as the repository lists it afterwards.
 
@@ -106,7 +109,9 @@ def take_backup(engine: BackupEngine, kind: BackupKind) -> BackupInfo:
     # run, and a blind retry would double the load on the live cluster during an incident.
     logger = run_logger()
     logger.info("Taking a %s backup with %s", kind.value, engine.name)
-    backup = engine.take_backup(kind)
+    if deferred_expire:
+        logger.warning("The expire after this backup is deferred: %s", deferred_expire)
+    backup = engine.take_backup(kind, expire=not deferred_expire)
     logger.info(
         "Backup %s done in %.1f s, %.1f MB",
         backup.label,
@@ -130,8 +135,10 @@ def take_backup(engine: BackupEngine, kind: BackupKind) -> BackupInfo:
                     f"{backup.wal_start}..{backup.wal_stop}",
                 ]
             ],
-        ),
-        description=f"{kind.value} backup taken",
+        )
+        + (f"\n\nExpire deferred: {deferred_expire}" if deferred_expire else ""),
+        description=f"{kind.value} backup taken"
+        + (" (expire deferred: a recovery holds the stanza)" if deferred_expire else ""),
     )
     return backup
 

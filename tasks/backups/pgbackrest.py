@@ -183,8 +183,10 @@ class PgBackRest(BackupEngine):
                 return max(name[:24] for name in names)
         return None
 
-    def take_backup(self, kind: BackupKind) -> BackupInfo:
+    def take_backup(self, kind: BackupKind, expire: bool = True) -> BackupInfo:
         """Run ``pgbackrest backup --type=<kind>`` and return the new backup ``info`` then lists.
+
+        ``expire=False`` adds ``--no-expire-auto``: the backup's automatic expire is skipped.
 
         Raises:
             BackupError: the command failed, or no new backup was listed after it.
@@ -195,6 +197,7 @@ class PgBackRest(BackupEngine):
             "backup",
             f"--type={kind.value}",
             f"--process-max={self.process_max}",
+            *([] if expire else ["--no-expire-auto"]),
             timeout=self.backup_deadline_s,
             what=f"pgBackRest {kind.value} backup",
         )

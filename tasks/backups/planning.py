@@ -17,12 +17,13 @@ from prefect.exceptions import ObjectNotFound
 from prefect.variables import Variable
 from pydantic import BaseModel, SecretStr
 
-from tasks.backups.base import BackupInfo, RecoveryTarget, RestoreWindow
+from tasks.backups.base import BackupEngine, BackupInfo, RecoveryTarget, RestoreWindow
 from tasks.backups.freshness import LAST_MEASUREMENT
 from tasks.core.approvals import ApprovalDecision
 from tasks.core.errors import RefusedError
-from tasks.core.reports import CheckResult, checks_table, first_failure, markdown_table
+from tasks.core.reports import CheckResult, checks_list, first_failure
 from tasks.core.retry import ops_task
+from tasks.core.runlog import run_logger
 from tasks.core.settings import Settings
 from tasks.postgres.cluster import is_data_directory
 from tasks.postgres.scratch import ScratchCluster, restore_location
@@ -96,6 +97,7 @@ class RecoveryPlan(BaseModel):
     live: str  # host:port/db of the live database
     live_data_dir: Path | None
     live_port: int | None
+    live_system_id: int | None = None  # None: the live server could not be reached when planned
 
     @property
     def replaces(self) -> str:
@@ -103,8 +105,8 @@ class RecoveryPlan(BaseModel):
         if self.mode is RecoveryMode.SIDE_BY_SIDE:
             return "nothing: the live cluster is not touched"
         return (
-            f"the live cluster {self.live} (data directory {self.live_data_dir}): it is stopped "
-            f"and its directory kept as {self.live_data_dir}.replaced-<timestamp>, after a "
+            f"the live cluster {self.live} (data directory `{self.live_data_dir}`): it is "
+            f"stopped and its directory kept as `{self.live_data_dir}.replaced-<time>`, after a "
             "second approval showing the verification results"
         )
 
@@ -115,20 +117,23 @@ class RecoveryPlan(BaseModel):
         """
         target = "end of the backup" if self.target.type == "immediate" else self.target.value
         expected = f"~{self.expected_seconds:.0f} s" if self.expected_seconds else "unknown"
-        rows = [
-            [
-                "backup set",
-                f"{self.backup.label} ({self.backup.kind.value}, stopped "
+        items = [
+            (
+                "Backup set",
+                f"`{self.backup.label}` ({self.backup.kind.value}, stopped "
                 f"{self.backup.stopped_at.isoformat()}, {self.backup.size_bytes / 1e6:.0f} MB)",
-            ],
-            ["recovery target", f"{self.target.type}: {target}"],
-            ["restores into", f"{self.restore_to.data_dir} on port {self.restore_to.port}"],
-            ["expected duration", f"{expected} ({self.expected_basis})"],
-            ["free disk there", f"{self.free_bytes / 1e9:.1f} GB"],
-            ["mode", self.mode.value],
-            ["replaces", self.replaces],
+            ),
+            ("Recovery target", f"{self.target.type}: {target}"),
+            ("Restores into", f"`{self.restore_to.data_dir}` on port {self.restore_to.port}"),
+            ("Expected duration", f"{expected} ({self.expected_basis})"),
+            ("Free disk there", f"{self.free_bytes / 1e9:.1f} GB"),
+            ("Mode", self.mode.value),
+            ("Replaces", self.replaces),
         ]
-        return f"# Plan: {self.kind} of stanza {self.stanza}\n\n" + markdown_table(["", ""], rows)
+        # A list, not a table: it wraps inside the Prefect UI's resume dialog.
+        return f"### Plan: {self.kind} of stanza {self.stanza}\n\n" + "\n".join(
+            f"- **{label}:** {text}" for label, text in items
+        )
 
 
 def expected_duration(backup: BackupInfo) -> tuple[float | None, str]:
@@ -221,7 +226,63 @@ def plan_recovery(
         live=describe(live),
         live_data_dir=data_dir,
         live_port=urlsplit(live.get_secret_value()).port or 5432,
+        live_system_id=_system_id_or_none(live),
     )
+
+
+def _system_id_or_none(live: SecretStr) -> int | None:
+    try:
+        return system_identifier(live)
+    except PostgresUnreachable:
+        return None
+
+
+class PlanChanged(RefusedError):
+    """What a plan relied on changed while it waited for approval; nothing was changed."""
+
+
+@ops_task("check-plan-again", retries=2)
+def check_plan_again(settings: Settings, engine: BackupEngine, plan: RecoveryPlan) -> None:
+    """After an approval, before acting: the plan still holds.
+
+    The backup set is still in the repository, a time target is still inside the restorable
+    window (on the planned timeline), the live server is still the cluster planned (system
+    identifier), and for ``replace`` the live data directory is still a data directory.
+
+    Raises:
+        PlanChanged: naming each change; the run stops before acting.
+    """
+    changes = []
+    labels = {b.label for b in engine.list_backups()}
+    if plan.backup.label not in labels:
+        changes.append(f"backup set {plan.backup.label} is no longer in the repository")
+    elif plan.target.type == "time":
+        moment = datetime.fromisoformat(str(plan.target.value))
+        window = engine.restorable_window(plan.target.timeline)
+        if not window.contains(moment):
+            latest = window.latest.isoformat() if window.latest else "unknown"
+            changes.append(
+                f"target {moment.isoformat()} is no longer inside the restorable window "
+                f"{window.earliest.isoformat()} .. {latest}"
+            )
+    live = settings.live_dsn()
+    now = _system_id_or_none(live)
+    if plan.live_system_id is not None and now is not None and now != plan.live_system_id:
+        changes.append(
+            f"the live database {describe(live)} is now cluster {now}, not {plan.live_system_id}"
+        )
+    if plan.mode is RecoveryMode.REPLACE and (
+        plan.live_data_dir is None or not is_data_directory(plan.live_data_dir)
+    ):
+        changes.append(f"{plan.live_data_dir} is no longer a data directory")
+    if changes:
+        raise PlanChanged(
+            "the plan changed while it waited for approval: "
+            + "; ".join(changes)
+            + "; nothing was changed",
+            hint="start the recovery again: it plans against what is there now",
+        )
+    run_logger().info("Plan checked again after the approval: it still holds")
 
 
 class RecoveryResult(BaseModel):
@@ -247,7 +308,7 @@ class RecoveryResult(BaseModel):
         It gives the restored DSN (no password) or the switchover, the restore and promote times
         (seconds), the checks table and each approval decision.
         """
-        lines = [f"# {self.plan.kind.capitalize()}: {self.outcome}", ""]
+        lines = [f"### {self.plan.kind.capitalize()}: {self.outcome}", ""]
         if self.restored_dsn and self.switchover is None:
             lines += [
                 f"Restored cluster (side by side, live untouched): `{self.restored_dsn}` "
@@ -270,6 +331,6 @@ class RecoveryResult(BaseModel):
                 "",
             ]
         if self.checks:
-            lines += [checks_table(self.checks), ""]
+            lines += [checks_list(self.checks), ""]
         lines += [d.summary() for d in self.decisions]
         return "\n".join(lines) + "\n\n" + self.plan.markdown()

@@ -80,6 +80,16 @@ def checks_table(checks: Sequence[CheckResult]) -> str:
     return "\n".join(lines)
 
 
+def checks_list(checks: Sequence[CheckResult]) -> str:
+    """Checks as a markdown list (wraps in narrow places, e.g. the UI's resume dialog)."""
+    return "\n".join(
+        f"- **{c.name}**: {c.status}"
+        + (f", {c.detail}" if c.detail else "")
+        + (f" (fix: {c.hint})" if c.hint and c.status != "ok" else "")
+        for c in checks
+    )
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A markdown table of ``rows`` under ``headers``; ``|`` is escaped, newlines become spaces."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

@@ -86,12 +86,17 @@ def require_reachable(path: Path, user: str) -> None:
 
 @dataclass(frozen=True)
 class LocalCluster:
-    """One cluster on this machine: its data directory, port and log."""
+    """One cluster on this machine: its data directory, port and log.
+
+    ``config_file``: its postgresql.conf when that lives outside the data directory (the Debian
+    layout, ``/etc/postgresql/15/NAME``); None when the data directory holds it.
+    """
 
     data_dir: Path
     port: int
     bin_dir: Path
     os_user: str | None = "postgres"
+    config_file: Path | None = None
 
     @property
     def log_file(self) -> Path:
@@ -153,17 +158,21 @@ class LocalCluster:
 
         ``private`` (restored and scratch clusters) overrides the configuration's port, listen
         address and socket directory with this cluster's own, on 127.0.0.1 only; a live cluster
-        is started with ``private=False``, as its own configuration says.
+        is started with ``private=False``, as its own configuration says. With a ``config_file``
+        the server reads it (and the pg_hba.conf and pg_ident.conf it names) for this data
+        directory; a private copy then writes no ``external_pid_file`` (that one is live's).
         """
-        options = (
-            {
+        options: dict[str, str] = {}
+        if self.config_file is not None:
+            options |= {"config_file": str(self.config_file), "data_directory": str(self.data_dir)}
+        if private:
+            options |= {
                 "port": str(self.port),
                 "listen_addresses": "127.0.0.1",
                 "unix_socket_directories": str(self.socket_dir),
             }
-            if private
-            else {}
-        )
+            if self.config_file is not None:
+                options["external_pid_file"] = "''"
         options |= settings or {}
         opts = " ".join(f"-c {key}={value}" for key, value in options.items())
         self._pg(
@@ -255,6 +264,10 @@ class LocalCluster:
             key.strip(): value.strip()
             for key, _, value in (line.partition(":") for line in out.splitlines())
         }
+
+    def system_identifier(self) -> int:
+        """The data directory's ``Database system identifier`` (``pg_controldata``)."""
+        return int(self.control_data()["Database system identifier"])
 
     def log_errors(self, lines: int = 5) -> str:
         """The last FATAL/PANIC/ERROR lines of the server log (or its tail), for messages."""

@@ -24,6 +24,8 @@ from tasks.postgres.cluster import (
     make_owned_dir,
     port_in_use,
 )
+from tasks.postgres.layout import external_config_file
+from tasks.postgres.ownership import mark_owned
 from tasks.postgres.sql import (
     PostgresError,
     ServerStoppedError,
@@ -36,26 +38,33 @@ PROGRESS_EVERY_S = 2.0
 
 
 class ScratchCluster(BaseModel):
-    """A cluster restored beside live: ``root`` is ours alone and removed whole afterwards."""
+    """A cluster restored beside live: ``root`` is ours alone and removed whole afterwards.
+
+    ``config_file``: the live cluster's postgresql.conf when it lives outside the data directory
+    (a restored copy of such a cluster has none of its own); None otherwise.
+    """
 
     root: Path
     data_dir: Path
     port: int
     bin_dir: Path
     os_user: str | None
+    config_file: Path | None = None
 
     def cluster(self) -> LocalCluster:
-        """This location as a ``LocalCluster`` (data directory, port, binaries, OS user)."""
-        return LocalCluster(self.data_dir, self.port, self.bin_dir, self.os_user)
+        """This location as a ``LocalCluster`` (data directory, port, binaries, OS user, config)."""
+        return LocalCluster(self.data_dir, self.port, self.bin_dir, self.os_user, self.config_file)
 
     def dsn(self, live: SecretStr) -> SecretStr:
         """The live DSN's credentials and database, on this cluster's port."""
         return with_port(live, self.port)
 
     def create(self) -> ScratchCluster:
-        """Create the (empty) run directory for the OS user; re-pick the port if it got taken."""
+        """Create the (empty) run directory for the OS user, marked as a recovery's own (so
+        ``discard-restored-cluster`` may remove it); re-pick the port if it got taken."""
         make_owned_dir(self.root.parent, self.os_user, mode=0o711)
         make_owned_dir(self.root, self.os_user)
+        mark_owned(self.root, "restored", f"a restored copy ({self.root.name})")
         return self if not port_in_use(self.port) else self.model_copy(update={"port": free_port()})
 
 
@@ -63,6 +72,10 @@ def restore_location(settings: Settings, purpose: str, root: Path | None = None)
     """A fresh directory under ``root`` (default: the scratch directory) and a free port.
 
     Changes nothing: ``ScratchCluster.create`` makes the directory when the restore starts.
+
+    Raises:
+        RefusedError: the live cluster's configuration lives outside its data directory in a
+            file this machine does not have (``tasks.postgres.layout``).
     """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     run_root = (root or settings.backup.scratch_dir) / f"{purpose}-{stamp}"
@@ -72,6 +85,7 @@ def restore_location(settings: Settings, purpose: str, root: Path | None = None)
         port=settings.backup.scratch_port or free_port(),
         bin_dir=find_bin_dir(settings.postgres.bin_dir),
         os_user=settings.postgres.os_user,
+        config_file=external_config_file(settings),
     )
 
 

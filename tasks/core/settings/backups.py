@@ -45,6 +45,15 @@ class RecoverySettings(SystemSettings):
     approval_timeout_s: int = Field(
         default=3600, gt=0, description="how long an approval gate waits before giving up"
     )
+    distinct_approvers: bool = Field(
+        default=True,
+        description="four eyes: a later destructive step of a run (the switchover) needs an "
+        "approver other than whoever approved an earlier one",
+    )
+    allowed_approvers: list[str] = Field(
+        default_factory=list,
+        description="names that may approve or reject at a gate (case-insensitive); empty: anyone",
+    )
     lock_wait_s: float = Field(
         default=10, gt=0, description="how long a second recovery waits for the cluster's lock"
     )
@@ -57,3 +66,9 @@ class RecoverySettings(SystemSettings):
         default=1.2, ge=1, description="free space needed at the restore root, x backup size"
     )
     start_deadline_s: float = Field(default=120, gt=0, description="live restart in switchover")
+    archive_deadline_s: float = Field(
+        default=120,
+        gt=0,
+        description="after a switchover, how long the new live cluster has to archive a WAL "
+        "segment before the switchover is undone",
+    )

@@ -63,6 +63,11 @@ class PostgresSettings(SystemSettings):
         default=None, description="name of a Prefect Secret block holding the DSN"
     )
     data_dir: Path | None = Field(default=None, description="the live cluster's data directory")
+    config_file: Path | None = Field(
+        default=None,
+        description="the live cluster's postgresql.conf when it is outside the data directory "
+        "(e.g. /etc/postgresql/15/main/postgresql.conf); unset: asked from the server",
+    )
     bin_dir: Path | None = Field(
         default=None, description="PostgreSQL server binaries; found with pg_config when unset"
     )
