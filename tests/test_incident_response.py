@@ -29,10 +29,12 @@ P1_FAST = {"severity": "P1", "service": "web", "drill": True, "time_scale": 450}
 
 
 def test_acknowledged_in_time_nobody_else_is_paged_and_the_report_times_it(incidents):
-    running = incidents.start(**P1_FAST, summary="checkout answers 502", source="pytest")
+    # 150 rather than 450: the acknowledgement has 6 s (not 2 s) to arrive on a busy machine.
+    params = P1_FAST | {"time_scale": 150}
+    running = incidents.start(**params, summary="checkout answers 502", source="pytest")
     running.delivered("primary")
     running.command("acknowledge", "alice", note="looking at the load balancer")
-    running.delivered("team", timeout_s=15)  # the hour (8 s) has passed: the team's update
+    running.delivered("team", timeout_s=40)  # the hour (24 s) has passed: the team's update
     state = running.state()
     assert not state.of_kind("escalated")
     assert {p.level for p in state.pages.values()} == {"primary", "team"}
@@ -65,7 +67,7 @@ def test_acknowledged_in_time_nobody_else_is_paged_and_the_report_times_it(incid
     took = int((acked.replace(microsecond=0) - opened.replace(microsecond=0)).total_seconds())
     report = incidents.report(outcome.report_uri)
     assert outcome.report_uri.endswith(f"incidents/drills/{running.incident_id}.md")
-    assert f"| time to acknowledge | {exact_duration(took)} | 2 s (P1) | met, " in report
+    assert f"| time to acknowledge | {exact_duration(took)} | 6 s (P1) | met, " in report
     assert f"acknowledged | {acked:%Y-%m-%d %H:%M:%S} UTC by alice |" in report
     assert report.startswith("# [DRILL] Post-incident report")
     (resolved,) = incidents.messages("team", running.incident_id)[1:]
