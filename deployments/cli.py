@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from deployments.incident_cli import incident_app
 from tasks.core.errors import RunbookError
 from tasks.core.settings import PrefectSettings, SandboxSettings, load_system
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 sandbox_app = typer.Typer(no_args_is_help=True, help="The embedded sandbox platform.")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(incident_app, name="incident")
 
 
 def _sandbox() -> Sandbox:

@@ -3,7 +3,8 @@
 Planted problems (what the daily checks should find), relative to the time of ``sandbox up``:
 
 - S3 ``linkist-uploads``: public-read bucket policy, no public access block, no default
-  encryption. ``linkist-backups`` is locked down (public access block, SSE) and passes.
+  encryption. ``linkist-backups`` is locked down (public access block, SSE) and passes, and so
+  is ``linkist-incident-reports``, where post-incident reports go.
 - SES: ``linkist.example`` verified with DKIM; ``mail.linkist.example`` configured but never
   verified. 30 delivery attempts, 3 of them bounced (10% > 5%), no complaints; quota 30 of 200.
 - CloudWatch Logs ``/linkist/app``: 8 days of lines. ``ERROR payment webhook signature`` runs
@@ -34,6 +35,7 @@ from tasks.core.settings import AwsSettings, ErrorPattern
 REGION = "us-east-1"
 UPLOADS = "linkist-uploads"
 BACKUPS = "linkist-backups"
+INCIDENT_REPORTS = "linkist-incident-reports"
 SES_DOMAIN = "linkist.example"
 SES_UNVERIFIED = "mail.linkist.example"
 LOG_GROUP = "/linkist/app"
@@ -77,7 +79,7 @@ def seed_aws(endpoint_url: str) -> AwsKeys:
 
 def _seed_s3(s3: Any) -> None:
     rng = random.Random(4)  # noqa: S311 - sizes of sample files
-    for bucket in (UPLOADS, BACKUPS):
+    for bucket in (UPLOADS, BACKUPS, INCIDENT_REPORTS):
         s3.create_bucket(Bucket=bucket)
     for n in range(1, 13):
         s3.put_object(
@@ -104,15 +106,16 @@ def _seed_s3(s3: Any) -> None:
         ),
     )
     flags = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
-    s3.put_public_access_block(
-        Bucket=BACKUPS, PublicAccessBlockConfiguration=dict.fromkeys(flags, True)
-    )
-    s3.put_bucket_encryption(
-        Bucket=BACKUPS,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
-    )
+    for private in (BACKUPS, INCIDENT_REPORTS):
+        s3.put_public_access_block(
+            Bucket=private, PublicAccessBlockConfiguration=dict.fromkeys(flags, True)
+        )
+        s3.put_bucket_encryption(
+            Bucket=private,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
 
 
 def _seed_ses(ses: Any) -> None:

@@ -12,6 +12,7 @@ cannot reach the checkout (a home directory under /root, a ``mktemp -d`` directo
     prefect/            the local Prefect server's home (SQLite)
     run/                PID files and logs of background processes
     scratch/            verification restores
+    incidents/          the incident store (records, timelines, responding runs)
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pydantic import BaseModel, SecretStr
 from sandbox.aws_seed import (
     BACKUPS,
     ERROR_PATTERNS,
+    INCIDENT_REPORTS,
     LOG_GROUP,
     REGION,
     SES_DOMAIN,
@@ -39,6 +40,12 @@ from tasks.postgres.cluster import free_port, port_in_use
 START_TIMEOUT_S = 60
 MOTO, STRIPE, APP = "moto", "localstripe", "app"
 READY_PATHS = {MOTO: "/moto-api/", STRIPE: "/js.stripe.com/v3/", APP: "/api/health"}
+# The platform's services, and the [http] endpoints an incident on each one requests first.
+SERVICE_ENDPOINTS = {
+    "web": ["app-health"],
+    "payment-service": ["payments-webhook-route"],
+    "database": ["app-health"],  # the app's health checks its database
+}
 
 
 class ServiceState(BaseModel):
@@ -190,7 +197,8 @@ class PlatformServices:
     # -- settings --------------------------------------------------------------------------------
 
     def settings_toml(self) -> str:
-        """The ``[aws]``, ``[stripe]`` and ``[http]`` tables of the sandbox's runbook.toml."""
+        """The ``[aws]``, ``[stripe]``, ``[http]``, ``[services]`` and ``[incidents]`` tables of
+        the sandbox's runbook.toml (the incident store: ``incidents/`` in the sandbox dir)."""
         if not self.state_file.exists():
             return ""
         state = self.state()
@@ -221,6 +229,11 @@ class PlatformServices:
             f"webhook_secret = {_toml_secret(state.webhook_secret)}\n"
             "event_grace_s = 0\n\n"
             f"{endpoints}"
+            f"[services]\nnames = {json.dumps(list(SERVICE_ENDPOINTS))}\n\n"
+            f"[incidents]\nstate_dir = {json.dumps(str(self.root / 'incidents'))}\n"
+            f"report_bucket = {json.dumps(INCIDENT_REPORTS)}\n\n"
+            "[incidents.service_endpoints]\n"
+            + "".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in SERVICE_ENDPOINTS.items())
         )
 
 

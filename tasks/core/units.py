@@ -20,6 +20,21 @@ def human_duration(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
+def exact_duration(seconds: float) -> str:
+    """Whole seconds, every non-zero unit: 900 -> '15 min'; 3661 -> '1 h 1 min 1 s'; 0 -> '0 s'.
+
+    Fractions of a second are dropped (59.9 -> '59 s'); a negative duration gets a minus sign.
+    """
+    whole = int(abs(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    text = " ".join(parts) or "0 s"
+    return f"-{text}" if seconds <= -1 else text
+
+
 def percent(part: float, whole: float) -> float:
     """The share ``part / whole`` as a ratio (0.25, not 25); 0.0 when ``whole`` is 0."""
     return part / whole if whole else 0.0

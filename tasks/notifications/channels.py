@@ -9,6 +9,7 @@ block of that name whatever its type, so production and the sandbox share the se
 from __future__ import annotations
 
 import inspect
+import re
 from functools import partial
 from typing import Any, cast
 
@@ -108,6 +109,12 @@ def load_notification_channels(refs: list[str]) -> Channels:
     this while its checks run); a block that cannot be loaded is a failed result, reported on
     every run, not only on the day it is needed. ``refs``: ``type-slug/name``, or a name alone
     (any notification type)."""
+    return load_channels(refs)
+
+
+def load_channels(refs: list[str]) -> Channels:
+    """The notification block of each ref (``type-slug/name`` or a name alone), or a failed
+    result saying why it cannot be used; never raises."""
     names = [ref for ref in refs if "/" not in ref]
     try:
         found = _find_by_names(names) if names else {}
@@ -136,11 +143,20 @@ def send_notification(ref: str, block: NotificationBlock, subject: str, body: st
             name=name,
             status="fail",
             system=SYSTEM,
-            detail=f"delivery failed: {type(exc).__name__}: {str(exc)[:200]}",
+            detail=f"delivery failed: {type(exc).__name__}: {without_paths(str(exc))[:200]}",
             hint="check the block's URL or address and that its service is up; the report "
             "artifact and the events still carry every failure",
         )
     return CheckResult(name=name, status="ok", system=SYSTEM, figure="sent")
+
+
+_URL = re.compile(r"(https?://[^/\s'\"]+)[^\s'\"]*")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every URL cut to its scheme and host: a webhook's path is its secret
+    (Slack, Teams), and HTTP errors quote the URL."""
+    return _URL.sub(r"\1/...", text)
 
 
 @ops_task("notify-on-call")

@@ -3,9 +3,10 @@
 Precedence, highest first: values passed in code, environment variables
 (``RUNBOOK_<SYSTEM>_<FIELD>``), the TOML file named by ``RUNBOOK_CONFIG`` (one table per
 system: ``[postgres]``, ``[backup]``, ``[recovery]``, ``[prefect]``, ``[sandbox]``, ``[aws]``,
-``[stripe]``, ``[http]``, ``[maintenance]``), then the defaults. Secrets are ``SecretStr``: they
-print as ``**********`` in logs, artifacts, exceptions and reprs. The DSN may instead come from
-a Prefect ``Secret`` block named by ``RUNBOOK_PG_DSN_SECRET_BLOCK``.
+``[stripe]``, ``[http]``, ``[maintenance]``, ``[incidents]``, ``[services]``), then the
+defaults. Secrets are ``SecretStr``: they print as ``**********`` in logs, artifacts,
+exceptions and reprs. The DSN may instead come from a Prefect ``Secret`` block named by
+``RUNBOOK_PG_DSN_SECRET_BLOCK``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from tasks.core.settings.aws import AwsSettings, ErrorPattern
 from tasks.core.settings.backups import BackupSettings, RecoverySettings
 from tasks.core.settings.base import CONFIG_ENV, SystemSettings, load_system
 from tasks.core.settings.http import HttpEndpoint, HttpSettings
+from tasks.core.settings.incidents import (
+    SEVERITIES,
+    IncidentSettings,
+    OnCall,
+    Roster,
+    Severity,
+    SeverityTimers,
+)
 from tasks.core.settings.maintenance import (
     CapacitySeries,
     MaintenanceSettings,
@@ -29,6 +38,7 @@ from tasks.core.settings.maintenance import (
 from tasks.core.settings.orchestration import PrefectSettings
 from tasks.core.settings.postgres import PostgresSettings, TableCheck
 from tasks.core.settings.sandbox import SandboxSettings
+from tasks.core.settings.services import ServicesSettings
 from tasks.core.settings.stripe import StripeSettings
 
 
@@ -98,14 +108,21 @@ __all__ = [
     "ErrorPattern",
     "HttpEndpoint",
     "HttpSettings",
+    "IncidentSettings",
     "MaintenanceSettings",
+    "OnCall",
     "PerformanceThresholds",
     "PostgresSettings",
     "PostgresThresholds",
     "PrefectSettings",
     "RecoverySettings",
+    "Roster",
+    "SEVERITIES",
     "SandboxSettings",
     "SecurityThresholds",
+    "ServicesSettings",
+    "Severity",
+    "SeverityTimers",
     "Settings",
     "StripeSettings",
     "SystemSettings",

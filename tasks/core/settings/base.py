@@ -100,7 +100,8 @@ def load_system(cls: type[SystemSettings], **values: Any) -> Any:
         return cls(**values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{cls.variable(str(err['loc'][0]))}: {err['msg']}" for err in exc.errors()
+            f"{cls.variable(str(err['loc'][0])) if err['loc'] else cls.section}: {err['msg']}"
+            for err in exc.errors()
         )
         raise SettingsError(
             f"invalid {cls.section} settings: {problems}",
