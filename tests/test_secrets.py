@@ -45,6 +45,7 @@ from tasks.postgres.sql import (
     fetch_value,
     mask_password,
     redact_dsn,
+    with_port,
 )
 from tests.recovery_support import APPROVE, decisions
 from tests.test_backups import commit_and_archive
@@ -294,3 +295,15 @@ def test_sandbox_status_json_keeps_the_full_dsn_for_the_operator(platform):
     assert data["dsn"] == platform.dsn().get_secret_value()  # type: ignore[union-attr]
     with connect(SecretStr(data["dsn"])) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_restored_dsn_never_keeps_a_host_or_port_that_would_aim_it_at_live():
+    live = SecretStr(
+        "postgresql://app:pw@db.internal:5432/linkist?host=db.internal&port=5432"
+        "&sslmode=require&service=prod&hostaddr=10.0.0.5"
+    )
+    restored = with_port(live, 6001).get_secret_value()
+    assert restored.startswith("postgresql://app:pw@127.0.0.1:6001/linkist?")
+    assert restored.endswith("?sslmode=require")  # other options kept
+    assert conninfo_to_dict(restored)["host"] == "127.0.0.1"
+    assert conninfo_to_dict(restored)["port"] == "6001"

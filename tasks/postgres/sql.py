@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -127,12 +127,27 @@ def mask_password(text: str, dsn: SecretStr | str) -> str:
     return text
 
 
+# Query parameters that say where to connect: kept, they would win over the new host and port
+# and aim a "restored" DSN at live.
+_WHERE = frozenset({"host", "hostaddr", "port", "service", "target_session_attrs"})
+
+
 def with_port(dsn: SecretStr, port: int, host: str = "127.0.0.1") -> SecretStr:
-    """The same DSN aimed at another host and port (a scratch or restored cluster)."""
+    """The same DSN (a ``postgresql://`` URL) aimed at another host and port, a scratch or
+    restored cluster: credentials, database and other options kept; every ``host``,
+    ``hostaddr``, ``port`` or ``service`` in its query dropped, so nothing can aim it back at
+    the server it came from."""
     parts = urlsplit(dsn.get_secret_value())
     userinfo = parts.netloc.rpartition("@")[0]
     netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
-    return SecretStr(urlunsplit(parts._replace(netloc=netloc)))
+    query = urlencode(
+        [
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k.lower() not in _WHERE
+        ]
+    )
+    return SecretStr(urlunsplit(parts._replace(netloc=netloc, query=query)))
 
 
 def fetch_value(dsn: SecretStr, query: str, params: Sequence[object] = ()) -> object:
