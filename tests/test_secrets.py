@@ -175,9 +175,14 @@ class ChildWatcher:
 
     def _roots(self) -> set[int]:
         roots = {os.getpid()}
-        for pid_file in self.root.glob("**/postmaster.pid"):
+        # os.walk, not Path.glob: clusters are removed while we look, and a
+        # directory gone between listing and entering must not end the watch.
+        for directory, subdirectories, files in os.walk(self.root):
+            if "postmaster.pid" not in files:
+                continue
+            subdirectories.clear()  # a data directory holds no other cluster
             try:
-                roots.add(int(pid_file.read_text().split()[0]))
+                roots.add(int(Path(directory, "postmaster.pid").read_text().split()[0]))
             except (OSError, IndexError, ValueError):
                 continue
         return roots
